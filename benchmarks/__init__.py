@@ -1,0 +1,1 @@
+"""Datasets, benchmarks and the `tangentless` command line."""

@@ -1,0 +1,450 @@
+"""Layer specs: one object gives both a kernel transformation and a finite-width network layer.
+
+Kernel layout. The cross-kernel block between images x (Bx of them) and y (By of them) at spatial
+size (h, w) is ``K: (Bx, h, w, By, h, w)`` with ``K[a, i, j, b, k, l]`` the channel-averaged product
+of the features of ``x_a`` at pixel (i, j) and of ``y_b`` at pixel (k, l). Each image also carries its
+self tensor ``T: (1, h, w, 1, h, w)`` (the same quantity for the pair (x, x)), computed once per
+image. A layer that needs it records an *info* pytree from ``T`` (for the nonlinearities, the
+per-pixel variances ``diag(T)`` of shape (1, h, w)); the Gram engine stacks the infos of many
+images along axis 0 and hands them to ``kernel``.
+
+Networks. ``init(key, in_channels, width) -> (params, out_channels)`` and ``apply(params, h) -> h'``
+act on NHWC feature maps, in the parameterization whose infinite-width covariance, averaged over
+channels, is the kernel (weights N(0, 1) with the fan-in scaling applied in ``apply``).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from . import _nonlin
+
+__all__ = [
+    "Layer", "Conv", "Relu", "Gaussian", "Polynomial", "Normalize", "AvgPool", "GlobalAvgPool",
+    "Cast", "Serial", "DirectSum", "serial", "project",
+]
+
+
+def linear_kernel(x, y):
+    """Pixel kernel sum_c x[a,i,j,c] y[b,k,l,c]: (Bx,H,W,C), (By,H,W,C) -> (Bx,H,W,By,H,W)."""
+    return jnp.einsum("aijc,bklc->aijbkl", x, y)
+
+
+def _diagonal(t):
+    """Per-pixel variances of a self tensor: (1, h, w, 1, h, w) -> (1, h, w)."""
+    h, w = t.shape[1], t.shape[2]
+    return jnp.diagonal(t.reshape(h * w, h * w)).reshape(1, h, w)
+
+
+def _outer(ax, by):
+    """Broadcast (Bx, h, w) and (By, h, w) maps to the (Bx, h, w, By, h, w) layout and multiply."""
+    return ax[:, :, :, None, None, None] * by[None, None, None]
+
+
+def _inverse_root(n):
+    """1 / sqrt(n) where n > 0, else 0 (a pixel with zero variance contributes zero)."""
+    positive = n > 0
+    return jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, n, 1.0)), 0.0)
+
+
+def _correlation(k, nx, ny):
+    """rho = K / sqrt(nx ny), clipped to [-1, 1]; 0 where a variance is 0."""
+    return jnp.clip(k * _outer(_inverse_root(nx), _inverse_root(ny)), -1.0, 1.0)
+
+
+def _pixel_rms(h):
+    """Root mean square over channels and the unit direction: (N,H,W,C) -> (N,H,W,1), (N,H,W,C)."""
+    norm = jnp.sqrt(jnp.sum(h * h, axis=-1, keepdims=True))
+    unit = h / jnp.where(norm > 0, norm, 1.0)
+    return norm / math.sqrt(h.shape[-1]), unit
+
+
+class Layer(abc.ABC):
+    """Base class: subclasses define ``kernel`` and ``apply``; everything else has defaults."""
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size after the layer; raises ValueError where the layer cannot act."""
+        return size
+
+    @abc.abstractmethod
+    def kernel(self, k, info_x, info_y):
+        """Cross tensor (Bx, h, w, By, h, w) -> (Bx, h', w', By, h', w')."""
+
+    def self_kernel(self, t):
+        """Self tensor (1, h, w, 1, h, w) -> (next self tensor, info for ``kernel``)."""
+        return self.kernel(t, None, None), None
+
+    def pixel_kernel(self, x, y, info_x, info_y):
+        """Cross tensor straight from pixels (Bx, H, W, C), (By, H, W, C)."""
+        return self.kernel(linear_kernel(x, y), info_x, info_y)
+
+    def self_pixel_kernel(self, x):
+        """Self tensor and info straight from the pixels of one image (1, H, W, C)."""
+        return self.self_kernel(linear_kernel(x, x))
+
+    def init(self, key, in_channels: int, width: int):
+        """Network parameters and the number of output channels."""
+        return (), in_channels
+
+    @abc.abstractmethod
+    def apply(self, params, h):
+        """Network layer on NHWC features."""
+
+    def gram(self, x, y=None, **options):
+        """Gram matrix of this kernel; see :func:`tangentless.kernels.gram`."""
+        from .gram import gram
+        return gram(self, x, y, **options)
+
+    def network(self, width: int, num_outputs: int | None = None):
+        """``(init, apply)`` of the finite-width network; see :func:`tangentless.kernels.network`."""
+        from .network import network
+        return network(self, width, num_outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv(Layer):
+    """size x size convolution with zero "same" padding, averaged over the window.
+
+    Kernel: K'[i,j,k,l] = mean_{a,b} K[i+a, j+b, k+a, l+b]. On pixels it is the Gram of size x size
+    patches divided by size^2 (one matrix product).
+    """
+    size: int = 3
+
+    def __post_init__(self):
+        if self.size < 1 or self.size % 2 == 0:
+            raise ValueError(f"Conv size must be a positive odd integer, got {self.size}")
+
+    def kernel(self, k, info_x=None, info_y=None):
+        r, (h, w) = self.size // 2, k.shape[1:3]
+        kp = jnp.pad(k, [(0, 0), (r, r), (r, r), (0, 0), (r, r), (r, r)])
+        total = 0.0
+        for a in range(self.size):
+            for b in range(self.size):
+                total = total + kp[:, a:a + h, b:b + w, :, a:a + h, b:b + w]
+        return total / self.size ** 2
+
+    def _patches(self, x):
+        """(B, H, W, C) -> (B, H, W, size^2 C) zero-padded patches."""
+        r, (h, w) = self.size // 2, x.shape[1:3]
+        xp = jnp.pad(x, [(0, 0), (r, r), (r, r), (0, 0)])
+        return jnp.concatenate(
+            [xp[:, a:a + h, b:b + w, :] for a in range(self.size) for b in range(self.size)], axis=-1)
+
+    def pixel_kernel(self, x, y, info_x=None, info_y=None):
+        px, py = self._patches(x), self._patches(y)
+        d = px.shape[-1]
+        k = px.reshape(-1, d) @ py.reshape(-1, d).T
+        return k.reshape(px.shape[:3] + py.shape[:3]) / self.size ** 2
+
+    def self_pixel_kernel(self, x):
+        return self.pixel_kernel(x, x), None
+
+    def init(self, key, in_channels, width):
+        return jax.random.normal(key, (self.size, self.size, in_channels, width)), width
+
+    def apply(self, params, h):
+        out = jax.lax.conv_general_dilated(h, params, (1, 1), "SAME",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return out / math.sqrt(self.size ** 2 * h.shape[-1])
+
+
+class _Pointwise(Layer):
+    """A nonlinearity acting on each pixel pair through rho = K / sqrt(nx ny): K' = s dual(rho)."""
+
+    @abc.abstractmethod
+    def dual(self, rho):
+        """The kernel's function of the correlation rho."""
+
+    def kernel(self, k, info_x, info_y):
+        rho = _correlation(k, info_x, info_y)
+        return _outer(jnp.sqrt(info_x), jnp.sqrt(info_y)) * self.dual(rho)
+
+    def self_kernel(self, t):
+        n = _diagonal(t)
+        return self.kernel(t, n, n), n
+
+
+@dataclasses.dataclass(frozen=True)
+class Relu(_Pointwise):
+    """He-scaled ReLU: the degree-1 arc-cosine kernel; the network applies sqrt(2) relu.
+
+    The kernel assumes Gaussian inputs, as after a Conv: in a network, place it after a linear layer.
+    """
+
+    def dual(self, rho):
+        return _nonlin.arccos_kernel_1(rho)
+
+    def apply(self, params, h):
+        return math.sqrt(2.0) * jax.nn.relu(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian(_Pointwise):
+    """Exp-normalized moment lift s exp(gamma (rho - 1)).
+
+    Network: per pixel, rms(h) * sqrt(2) cos(u W + b) with u = h / |h|, W ~ N(0, gamma), b ~ U(0, 2 pi)
+    (random Fourier features of the RBF kernel on the unit sphere).
+    """
+    gamma: float = 1.0
+
+    def dual(self, rho):
+        return _nonlin.gaussian_dual(rho, self.gamma)
+
+    def init(self, key, in_channels, width):
+        kw, kb = jax.random.split(key)
+        weights = jax.random.normal(kw, (in_channels, width)) * math.sqrt(self.gamma)
+        phases = jax.random.uniform(kb, (width,), maxval=2 * math.pi)
+        return (weights, phases), width
+
+    def apply(self, params, h):
+        weights, phases = params
+        rms, unit = _pixel_rms(h)
+        return rms * math.sqrt(2.0) * jnp.cos(unit @ weights + phases)
+
+
+@dataclasses.dataclass(frozen=True)
+class Polynomial(_Pointwise):
+    """Polynomial moment lift s rho^degree.
+
+    Network: per pixel, rms(h) * prod_q (u . w_q) with u = h / |h| and independent w_q ~ N(0, I).
+    """
+    degree: int = 2
+
+    def __post_init__(self):
+        if self.degree < 1:
+            raise ValueError(f"Polynomial degree must be >= 1, got {self.degree}")
+
+    def dual(self, rho):
+        return _nonlin.polynomial_dual(rho, self.degree)
+
+    def init(self, key, in_channels, width):
+        return jax.random.normal(key, (self.degree, in_channels, width)), width
+
+    def apply(self, params, h):
+        rms, unit = _pixel_rms(h)
+        return rms * jnp.prod(jnp.einsum("nhwc,qcd->qnhwd", unit, params), axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalize(Layer):
+    """Per-pixel normalization to unit variance: K' = rho. Network: h sqrt(C) / |h| per pixel."""
+
+    def kernel(self, k, info_x, info_y):
+        return _correlation(k, info_x, info_y)
+
+    def self_kernel(self, t):
+        n = _diagonal(t)
+        return self.kernel(t, n, n), n
+
+    def apply(self, params, h):
+        return _pixel_rms(h)[1] * math.sqrt(h.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool(Layer):
+    """Average pooling by ``window`` with stride ``window`` (mean over the window^4 block)."""
+    window: int = 2
+
+    def output_size(self, size):
+        h, w = size
+        if self.window < 1 or h % self.window or w % self.window:
+            raise ValueError(f"AvgPool({self.window}) needs a spatial size divisible by "
+                             f"{self.window}; got {h}x{w} (images too small for the pooling?)")
+        return h // self.window, w // self.window
+
+    def kernel(self, k, info_x=None, info_y=None):
+        p = self.window
+        if p <= 2:  # strided slices fuse with the producer; a reshape-mean does not (XLA CPU)
+            total = 0.0
+            for a in range(p):
+                for b in range(p):
+                    for c in range(p):
+                        for d in range(p):
+                            total = total + k[:, a::p, b::p, :, c::p, d::p]
+            return total / p ** 4
+        bx, h, w, by = k.shape[:4]
+        blocks = k.reshape(bx, h // p, p, w // p, p, by, h // p, p, w // p, p)
+        return blocks.mean(axis=(2, 4, 7, 9))
+
+    def apply(self, params, h):
+        n, hh, ww, c = h.shape
+        p = self.window
+        return h.reshape(n, hh // p, p, ww // p, p, c).mean(axis=(2, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalAvgPool(Layer):
+    """Average over all pixels; the spatial size becomes 1 x 1."""
+
+    def output_size(self, size):
+        return 1, 1
+
+    def kernel(self, k, info_x=None, info_y=None):
+        return k.mean(axis=(1, 2, 4, 5), keepdims=True)
+
+    def apply(self, params, h):
+        return h.mean(axis=(1, 2), keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cast(Layer):
+    """Change the kernel's floating-point precision from here on (e.g. a float64 tail)."""
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"Cast dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def kernel(self, k, info_x=None, info_y=None):
+        return k.astype(self.dtype)
+
+    def apply(self, params, h):
+        return h
+
+
+@dataclasses.dataclass(frozen=True)
+class Serial(Layer):
+    """Layers applied in order."""
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self):
+        flat = []
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"serial() takes Layer objects, got {type(layer).__name__}")
+            flat.extend(layer.layers if isinstance(layer, Serial) else [layer])
+        object.__setattr__(self, "layers", tuple(flat))
+
+    def output_size(self, size):
+        for layer in self.layers:
+            size = layer.output_size(size)
+        return size
+
+    def kernel(self, k, info_x, info_y):
+        for layer, ix, iy in zip(self.layers, info_x, info_y):
+            k = layer.kernel(k, ix, iy)
+        return k
+
+    def self_kernel(self, t):
+        infos = []
+        for layer in self.layers:
+            t, info = layer.self_kernel(t)
+            infos.append(info)
+        return t, tuple(infos)
+
+    def _split_input(self, x):
+        """Leading casts act on the pixels, so the first real layer can still fuse with them."""
+        start = 0
+        while start < len(self.layers) and isinstance(self.layers[start], Cast):
+            x = x.astype(self.layers[start].dtype)
+            start += 1
+        return x, start
+
+    def pixel_kernel(self, x, y, info_x, info_y):
+        x, start = self._split_input(x)
+        y = y.astype(x.dtype)
+        if start == len(self.layers):
+            return linear_kernel(x, y)
+        k = self.layers[start].pixel_kernel(x, y, info_x[start], info_y[start])
+        for layer, ix, iy in zip(self.layers[start + 1:], info_x[start + 1:], info_y[start + 1:]):
+            k = layer.kernel(k, ix, iy)
+        return k
+
+    def self_pixel_kernel(self, x):
+        x, start = self._split_input(x)
+        if start == len(self.layers):
+            return linear_kernel(x, x), (None,) * start
+        t, info = self.layers[start].self_pixel_kernel(x)
+        infos = [None] * start + [info]
+        for layer in self.layers[start + 1:]:
+            t, info = layer.self_kernel(t)
+            infos.append(info)
+        return t, tuple(infos)
+
+    def init(self, key, in_channels, width):
+        params = []
+        for layer, k in zip(self.layers, jax.random.split(key, max(len(self.layers), 1))):
+            p, in_channels = layer.init(k, in_channels, width)
+            params.append(p)
+        return tuple(params), in_channels
+
+    def apply(self, params, h):
+        for layer, p in zip(self.layers, params):
+            h = layer.apply(p, h)
+        return h
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class DirectSum(Layer):
+    """Concatenated branches: K = sum_b weight_b K_b (all branches see the same input).
+
+    Network: branch outputs (equal widths) concatenated, branch b scaled by sqrt(weight_b * n_branches).
+    """
+    branches: tuple[Layer, ...]
+    weights: tuple[float, ...] | None = None
+
+    def __init__(self, *branches: Layer, weights=None):
+        if not branches:
+            raise ValueError("DirectSum needs at least one branch")
+        weights = (1.0,) * len(branches) if weights is None else tuple(float(v) for v in weights)
+        if len(weights) != len(branches):
+            raise ValueError(f"DirectSum got {len(branches)} branches but {len(weights)} weights")
+        if any(not math.isfinite(v) or v < 0 for v in weights):
+            raise ValueError(f"DirectSum weights must be finite and >= 0, got {weights}")
+        object.__setattr__(self, "branches", tuple(branches))
+        object.__setattr__(self, "weights", weights)
+
+    def output_size(self, size):
+        sizes = {b.output_size(size) for b in self.branches}
+        if len(sizes) != 1:
+            raise ValueError(f"DirectSum branches give different spatial sizes {sorted(sizes)}")
+        return sizes.pop()
+
+    def kernel(self, k, info_x, info_y):
+        return sum(w * b.kernel(k, ix, iy)
+                   for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y))
+
+    def _combine_self(self, results):
+        t = sum(w * tb for w, (tb, _) in zip(self.weights, results))
+        return t, tuple(info for _, info in results)
+
+    def self_kernel(self, t):
+        return self._combine_self([b.self_kernel(t) for b in self.branches])
+
+    def pixel_kernel(self, x, y, info_x, info_y):
+        return sum(w * b.pixel_kernel(x, y, ix, iy)
+                   for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y))
+
+    def self_pixel_kernel(self, x):
+        return self._combine_self([b.self_pixel_kernel(x) for b in self.branches])
+
+    def init(self, key, in_channels, width):
+        results = [b.init(k, in_channels, width)
+                   for b, k in zip(self.branches, jax.random.split(key, len(self.branches)))]
+        channels = {c for _, c in results}
+        if len(channels) != 1:
+            raise ValueError(f"DirectSum network branches give different widths {sorted(channels)}")
+        return tuple(p for p, _ in results), len(results) * channels.pop()
+
+    def apply(self, params, h):
+        scale = len(self.branches)
+        return jnp.concatenate([math.sqrt(w * scale) * b.apply(p, h)
+                                for w, b, p in zip(self.weights, self.branches, params)], axis=-1)
+
+
+def serial(*layers: Layer) -> Serial:
+    """Compose layers in order (nested serials are flattened)."""
+    return Serial(tuple(layers))
+
+
+def project(nonlinearity: Layer | None = None) -> Serial:
+    """The paper's normalized head: the nonlinearity (ReLU by default) of the normalized kernel.
+
+    Its network is a dense layer (``Conv(1)``, the identity on kernels), a per-pixel normalization and
+    the nonlinearity: the dense layer makes the nonlinearity's inputs Gaussian at infinite width.
+    """
+    return serial(Conv(1), Normalize(), Relu() if nonlinearity is None else nonlinearity)

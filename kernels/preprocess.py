@@ -1,0 +1,56 @@
+"""ZCA whitening as in "Neural Kernels Without Tangents" (a scikit-learn transformer)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+
+def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """(N, ...) images -> (N, D) float64 rows, each centred on its own mean and scaled to unit norm."""
+    arr = np.asarray(x)
+    if arr.ndim < 2 or arr.shape[0] < 1:
+        raise ValueError(f"{name} must be (N, H, W, C) images or (N, D) rows; got shape {arr.shape}")
+    rows = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    if not np.isfinite(rows).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name} has {int((norms == 0).sum())} constant images, which cannot be "
+                         "scaled to unit norm")
+    return rows / norms
+
+
+class ZCAWhitening(TransformerMixin, BaseEstimator):
+    """Per-image centring and unit-norm scaling, then X @ W with W = V (E + bias)^-1/2 V^T.
+
+    (E, V) is the eigendecomposition of the training rows' second-moment matrix X^T X / n.
+    ``bias`` is added to the eigenvalues (1e-5 for kernels, 1e-4 for networks in the paper).
+    Fit on training images only; ``transform`` keeps the input's shape and returns float32.
+    """
+
+    def __init__(self, bias: float = 1e-5):
+        self.bias = bias
+
+    def fit(self, x, y=None):
+        if not (np.isfinite(self.bias) and self.bias >= 0):
+            raise ValueError(f"bias must be finite and >= 0, got {self.bias}")
+        rows = _normalized_rows(x, "x")
+        eigenvalues, eigenvectors = np.linalg.eigh(rows.T @ rows / rows.shape[0])
+        eigenvalues = np.clip(eigenvalues, 0.0, None) + self.bias
+        if (eigenvalues <= 0).any():
+            raise ValueError("the image covariance is singular and bias=0: use a positive bias")
+        self.whitening_ = (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
+        self.n_features_in_ = rows.shape[1]
+        self.input_shape_ = np.asarray(x).shape[1:]
+        return self
+
+    def transform(self, x):
+        check_is_fitted(self, "whitening_")
+        arr = np.asarray(x)
+        if arr.shape[1:] != self.input_shape_:
+            raise ValueError(f"x has per-image shape {arr.shape[1:]}, but the whitening was fitted "
+                             f"on {self.input_shape_}")
+        rows = _normalized_rows(arr, "x") @ self.whitening_
+        return rows.reshape(arr.shape).astype(np.float32)

@@ -1,0 +1,1 @@
+"""Wavelet scattering + sparse dictionary classifiers (not yet implemented: see the scattering issue)."""

@@ -1,0 +1,1 @@
+"""Kernel ridge solvers (not yet implemented: see the solvers issue)."""
