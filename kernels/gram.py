@@ -37,13 +37,17 @@ def validate_images(x, name: str = "x", dtype: str = "float32") -> np.ndarray:
         raise ValueError(f"{name} has an empty dimension: shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    arr = arr.astype(dtype)
     bad = ~np.isfinite(arr)
     if bad.any():
         images = np.unique(np.nonzero(bad)[0])
         raise ValueError(f"{name} contains {int(bad.sum())} NaN or inf values "
                          f"(in images {images[:5].tolist()}{'...' if len(images) > 5 else ''})")
-    return arr
+    with np.errstate(over="ignore"):
+        converted = arr.astype(dtype)
+    if not np.isfinite(converted).all():
+        raise ValueError(f"{name} has values too large for {dtype} "
+                         f"(largest magnitude {float(np.abs(arr).max()):.3g})")
+    return converted
 
 
 def default_block_size(height: int, width: int, budget_bytes: int = 2 ** 28) -> int:
@@ -126,8 +130,8 @@ def gram(spec: Layer, x, y=None, *, flip: bool = False, block_size: int | None =
                          "end it with GlobalAvgPool() to get one number per image pair")
     if block_size is None:
         block_size = default_block_size(*x.shape[1:3])
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     backend = JaxBackend() if backend is None else backend
 
     row_length, col_length = _block_length(len(x), block_size), _block_length(len(y), block_size)

@@ -115,8 +115,8 @@ class Conv(Layer):
     size: int = 3
 
     def __post_init__(self):
-        if self.size < 1 or self.size % 2 == 0:
-            raise ValueError(f"Conv size must be a positive odd integer, got {self.size}")
+        if not isinstance(self.size, int) or self.size < 1 or self.size % 2 == 0:
+            raise ValueError(f"Conv size must be a positive odd integer, got {self.size!r}")
 
     def kernel(self, k, info_x=None, info_y=None):
         r, (h, w) = self.size // 2, k.shape[1:3]
@@ -191,6 +191,10 @@ class Gaussian(_Pointwise):
     """
     gamma: float = 1.0
 
+    def __post_init__(self):
+        if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"Gaussian gamma must be finite and > 0, got {self.gamma!r}")
+
     def dual(self, rho):
         return _nonlin.gaussian_dual(rho, self.gamma)
 
@@ -215,8 +219,8 @@ class Polynomial(_Pointwise):
     degree: int = 2
 
     def __post_init__(self):
-        if self.degree < 1:
-            raise ValueError(f"Polynomial degree must be >= 1, got {self.degree}")
+        if not isinstance(self.degree, int) or self.degree < 1:
+            raise ValueError(f"Polynomial degree must be an integer >= 1, got {self.degree!r}")
 
     def dual(self, rho):
         return _nonlin.polynomial_dual(rho, self.degree)
@@ -249,9 +253,13 @@ class AvgPool(Layer):
     """Average pooling by ``window`` with stride ``window`` (mean over the window^4 block)."""
     window: int = 2
 
+    def __post_init__(self):
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"AvgPool window must be an integer >= 1, got {self.window!r}")
+
     def output_size(self, size):
         h, w = size
-        if self.window < 1 or h % self.window or w % self.window:
+        if h % self.window or w % self.window:
             raise ValueError(f"AvgPool({self.window}) needs a spatial size divisible by "
                              f"{self.window}; got {h}x{w} (images too small for the pooling?)")
         return h // self.window, w // self.window

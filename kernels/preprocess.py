@@ -9,6 +9,8 @@ from sklearn.utils.validation import check_is_fitted
 def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
     """(N, ...) images -> (N, D) float64 rows, each centred on its own mean and scaled to unit norm."""
     arr = np.asarray(x)
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
     if arr.ndim < 2 or arr.shape[0] < 1:
         raise ValueError(f"{name} must be (N, H, W, C) images or (N, D) rows; got shape {arr.shape}")
     rows = arr.reshape(arr.shape[0], -1).astype(np.float64)
@@ -34,7 +36,8 @@ class ZCAWhitening(TransformerMixin, BaseEstimator):
         self.bias = bias
 
     def fit(self, x, y=None):
-        if not (np.isfinite(self.bias) and self.bias >= 0):
+        if not (isinstance(self.bias, (int, float, np.floating)) and np.isfinite(self.bias)
+                and self.bias >= 0):
             raise ValueError(f"bias must be finite and >= 0, got {self.bias}")
         rows = _normalized_rows(x, "x")
         eigenvalues, eigenvectors = np.linalg.eigh(rows.T @ rows / rows.shape[0])

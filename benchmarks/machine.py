@@ -1,0 +1,34 @@
+"""A description of the machine a benchmark ran on, stored with every result."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+
+def describe_machine() -> dict:
+    """CPU model, core count, memory, library versions and the relevant environment variables."""
+    import jax
+    import numpy as np
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    memory = None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
+        memory = round(kib / 2 ** 20, 1)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+        "cpu_count": os.cpu_count(), "memory_gib": memory,
+        "jax": jax.__version__, "numpy": np.__version__,
+        "jax_devices": [str(d) for d in jax.devices()],
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "XLA", "JAX", "OMP"))},
+    }
