@@ -53,12 +53,13 @@ def run_one(depth: int, rows: int, cols: int, block_size: int | None, symmetric:
     block = block_size or default_block_size(32, 32)
     images, source = _load_images(rows + cols)
     x, y = images[:rows], images[rows:rows + cols]
-    # warm-up on one block of each shape compiles the self pass and the block function
+    # a warm-up call on one block of the same shapes compiles the self pass and the block function
+    warm_y = None if symmetric else y[:min(cols, block)]
     start = time.perf_counter()
-    spec.gram(x[:min(rows, block)], y[:min(cols, block)], block_size=block, progress=False)
+    spec.gram(x[:min(rows, block)], warm_y, block_size=block, progress=False)
     first_call = time.perf_counter() - start
     start = time.perf_counter()
-    spec.gram(x[:min(rows, block)], y[:min(cols, block)], block_size=block, progress=False)
+    spec.gram(x[:min(rows, block)], warm_y, block_size=block, progress=False)
     warm_call = time.perf_counter() - start
     start = time.perf_counter()
     if symmetric:
@@ -106,7 +107,9 @@ def main(argv=None) -> None:
     results = []
     for config in configs:
         out = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.kernel_throughput",
-                              "--one", json.dumps(config)], capture_output=True, text=True, check=True)
+                              "--one", json.dumps(config)], capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"benchmark configuration {config} failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

