@@ -31,7 +31,19 @@ NOTES = [
     "measured relu+pool 3.6 -> 0.77 ms/pair.",
     "lax.map over the rows of x (one x image against the whole y block per step, so the 32x32 "
     "tensors of a step stay near the 32 MiB L3): predicted 2-3x from cache reuse; measured "
-    "Myrtle5 111 -> 290 pairs/s (B=16..32, prototype).",
+    "Myrtle5 111 -> 290 pairs/s (B=16..32, prototype); in the engine 263 (M5) and 67 (M10) pairs/s, "
+    "and block sizes 4..32 all gave 64-66 pairs/s for M10: not DRAM-bound any more, but slow per pair.",
+    "one image pair per lax.map step (4 MiB tensors) and ReLU as max(rho,0) + sqrt(1-|rho|) Q(|rho|) "
+    "(one sqrt instead of two; the second sqrt made XLA materialize an extra 4 MiB tensor per ReLU): "
+    "micro-benchmark conv+ReLU chain 3.3 -> 1.8 ms/pair; engine M5 263 -> 387, M10 67 -> 101 pairs/s.",
+    "the optimized HLO showed each conv fusion recomputing the previous ReLU (and, through it, the "
+    "chain before it): XLA rewrites the centre slice of pad(x) into x, so a deep stage recomputes a "
+    "cascade. An optimization_barrier on the padded input stops it. Predicted: large gain for M10 "
+    "(two conv-after-ReLU links per stage), small for M5; measured per pair 10.2 -> 5.4 ms (M10), "
+    "3.1 -> 2.7 ms (M5); engine M10 101 -> 182 pairs/s, M5 unchanged within noise (~380).",
+    "remaining gap to the arithmetic limit (~1500 M5 pairs/s at 190 GFLOP/s): 4 passes over a "
+    "4-5 MiB tensor per conv+ReLU link that does not fit the 1 MiB L2; a fused per-offset-plane "
+    "stage (kernels.md) would keep it in L2. Not done yet.",
 ]
 
 
