@@ -12,6 +12,7 @@ import pathlib
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -41,30 +42,43 @@ NOTES = [
     "cascade. An optimization_barrier on the padded input stops it. Predicted: large gain for M10 "
     "(two conv-after-ReLU links per stage), small for M5; measured per pair 10.2 -> 5.4 ms (M10), "
     "3.1 -> 2.7 ms (M5); engine M10 101 -> 182 pairs/s, M5 unchanged within noise (~380).",
+    "symmetric Gram: diagonal blocks now evaluate only their upper triangle (pair lists instead of "
+    "full blocks). Predicted for n=96 with two blocks of 48: 6912 -> 4656 pair evaluations, i.e. "
+    "~299 -> ~420 pairs/s; see the symmetric row of the results for the outcome.",
+    "peak memory: each configuration runs in a fresh process that loads prepared images, so "
+    "ru_maxrss is the engine's (JAX runtime + compiled code + per-image infos + one pair's tensors), "
+    "not the ZCA fit's.",
     "remaining gap to the arithmetic limit (~1500 M5 pairs/s at 190 GFLOP/s): 4 passes over a "
     "4-5 MiB tensor per conv+ReLU link that does not fit the 1 MiB L2; a fused per-offset-plane "
     "stage (kernels.md) would keep it in L2. Not done yet.",
 ]
 
 
-def _load_images(n: int) -> tuple[np.ndarray, str]:
+def prepare_images(n: int, path: pathlib.Path) -> str:
+    """Write n ZCA-whitened CIFAR-10 images (Gaussian noise where the shared data is absent) to
+    ``path`` (.npy) and say what they are. Done once, in the parent, so that the children's peak
+    memory is the Gram engine's own."""
     if SHARED_CIFAR.exists():
-        with np.load(SHARED_CIFAR) as data:
-            images = data["images"][:n].astype(np.float32)
         from tangentless.kernels import ZCAWhitening
-        return ZCAWhitening().fit_transform(images), "CIFAR-10 (exact subset), ZCA-whitened"
-    rng = np.random.default_rng(0)
-    return rng.normal(size=(n, 32, 32, 3)).astype(np.float32), "Gaussian noise"
+        with np.load(SHARED_CIFAR) as data:
+            train = data["images"].astype(np.float32)
+        if n > len(train):
+            raise ValueError(f"at most {len(train)} images in {SHARED_CIFAR}, asked for {n}")
+        np.save(path, ZCAWhitening().fit(train).transform(train[:n]))
+        return "CIFAR-10 (exact subset), ZCA-whitened"
+    np.save(path, np.random.default_rng(0).normal(size=(n, 32, 32, 3)).astype(np.float32))
+    return "Gaussian noise"
 
 
-def run_one(depth: int, rows: int, cols: int, block_size: int | None, symmetric: bool) -> dict:
+def run_one(depth: int, rows: int, cols: int, block_size: int | None, symmetric: bool,
+            images: str) -> dict:
     """One configuration in this process: compile time, steady throughput, peak memory."""
     from tangentless.kernels import default_block_size, myrtle
 
     spec = myrtle(depth)
     block = block_size or default_block_size(32, 32)
-    images, source = _load_images(rows + cols)
-    x, y = images[:rows], images[rows:rows + cols]
+    pixels = np.load(images, mmap_mode="r")
+    x, y = np.array(pixels[:rows]), np.array(pixels[rows:rows + cols])
     # a warm-up call on one block of the same shapes compiles the self pass and the block function
     warm_y = None if symmetric else y[:min(cols, block)]
     start = time.perf_counter()
@@ -84,7 +98,7 @@ def run_one(depth: int, rows: int, cols: int, block_size: int | None, symmetric:
     assert np.isfinite(k).all()
     return {
         "depth": depth, "rows": rows, "cols": rows if symmetric else cols, "symmetric": symmetric,
-        "block_size": block, "images": source, "pairs": pairs, "seconds": round(seconds, 3),
+        "block_size": block, "pairs": pairs, "seconds": round(seconds, 3),
         "pairs_per_second": round(pairs / seconds, 1),
         "compile_seconds": round(max(first_call - warm_call, 0.0), 2),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
@@ -117,17 +131,25 @@ def main(argv=None) -> None:
         configs += [dict(depth=5, rows=args.rows * f, cols=args.cols, block_size=None, symmetric=False)
                     for f in (2, 4)]
     results = []
-    for config in configs:
-        out = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.kernel_throughput",
-                              "--one", json.dumps(config)], capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(f"benchmark configuration {config} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        images = pathlib.Path(tmp) / "images.npy"
+        source = prepare_images(max(c["rows"] + c["cols"] for c in configs), images)
+        for config in configs:
+            results.append(_run_child(dict(config, images=str(images))))
+            print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "kernel_throughput", "machine": describe_machine(),
-                                    "notes": NOTES, "results": results}, indent=2) + "\n")
+                                    "images": source, "notes": NOTES, "results": results},
+                                   indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def _run_child(config: dict) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.kernel_throughput",
+                          "--one", json.dumps(config)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"benchmark configuration {config} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from .layers import Cast, Layer, Serial
 
-__all__ = ["gram", "validate_images", "input_dtype", "default_block_size", "JaxBackend"]
+__all__ = ["gram", "validate_images", "input_dtype", "default_block_size", "pairs_per_step",
+           "JaxBackend"]
 
 
 def input_dtype(spec: Layer) -> str:
@@ -50,10 +51,11 @@ def validate_images(x, name: str = "x", dtype: str = "float32") -> np.ndarray:
     return converted
 
 
-def default_block_size(height: int, width: int, budget_bytes: int = 2 ** 28) -> int:
-    """Images per block so that one float32 cross tensor of a row of the block fits ``budget_bytes``."""
-    bytes_per_pair = 4 * (height * width) ** 2
-    return int(max(1, min(128, budget_bytes // bytes_per_pair)))
+def default_block_size(height: int, width: int) -> int:
+    """Images per block: 16 at 32x32, more for smaller images (a block is one XLA call; memory
+    is set by :func:`pairs_per_step`, not by the block). Smaller blocks waste less on the
+    diagonal blocks of a symmetric Gram, which are computed whole."""
+    return int(min(256, max(16, 16 * 1024 // (height * width))))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -62,10 +64,18 @@ def _self_info(spec, x):
     return jax.lax.map(lambda xi: spec.self_pixel_kernel(xi[None])[1], x)
 
 
+def pairs_per_step(height: int, width: int) -> int:
+    """Image pairs evaluated together: enough for ~1M tensor entries (4 MiB in float32) per step."""
+    return max(1, 2 ** 20 // (height * width) ** 2)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _cross_block(spec, x, y, info_x, info_y):
-    """(Bx, By) block, one image pair at a time: the pair's tensors (4 MiB at 32x32 in float32)
-    stay in cache, which measured 3-5x faster than batching pairs (see the throughput benchmark)."""
+    """(Bx, By) float64 block: for each image of x, the images of y a few pairs per step.
+
+    A step's tensors stay near the cache size (one pair at 32x32), which measured 3-5x faster
+    than whole batches (see benchmarks/kernel_throughput.py).
+    """
     def row(args):
         xi, ix = args
 
@@ -73,7 +83,7 @@ def _cross_block(spec, x, y, info_x, info_y):
             yj, iy = args
             return spec.pixel_kernel(xi[None], yj[None], ix, iy).reshape(()).astype(jnp.float64)
 
-        return jax.lax.map(pair, (y, info_y))
+        return jax.lax.map(pair, (y, info_y), batch_size=pairs_per_step(*x.shape[1:3]))
 
     return jax.lax.map(row, (x, info_x))
 
@@ -116,8 +126,8 @@ def gram(spec: Layer, x, y=None, *, flip: bool = False, block_size: int | None =
     x, y: NHWC float images (N, H, W, C) of the same H, W, C; y=None gives the symmetric K(x, x)
     from upper-triangular blocks only. flip=True returns K(x, y) + K(x, flip(y)) (horizontal flip),
     the kernel of training on originals plus mirror images, at twice the plain cost.
-    block_size: images per block (memory grows like block_size * (H W)^2 * 4 bytes); default from
-    :func:`default_block_size`. The spec must end with a 1 x 1 map (e.g. GlobalAvgPool).
+    block_size: images per block, i.e. per XLA call (default :func:`default_block_size`); memory
+    is set by the few image pairs evaluated per step (:func:`pairs_per_step`), not by the block. The spec must end with a 1 x 1 map (e.g. GlobalAvgPool).
     The pixels enter the spec in float32, or in float64 where the spec starts with Cast("float64").
     """
     if not isinstance(spec, Layer):
