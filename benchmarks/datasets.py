@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pathlib
+import zipfile
 
 import numpy as np
 
@@ -20,14 +21,14 @@ def load_npz_images(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray | 
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "images" not in data:
-                raise ValueError(f"{path} has no 'images' array (found {sorted(data.files)})")
-            images = data["images"]
-            labels = data["labels"].astype(np.int64) if "labels" in data else None
-    except (OSError, EOFError, ValueError) as err:
-        if "images" in str(err):
-            raise
-        raise ValueError(f"{path} is not a readable .npz file ({err})") from None
+            arrays = {name: data[name] for name in ("images", "labels") if name in data.files}
+            names = sorted(data.files)
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err})") from None
+    if "images" not in arrays:
+        raise ValueError(f"{path} has no 'images' array (found {names})")
+    images = arrays["images"]
+    labels = arrays["labels"].astype(np.int64) if "labels" in arrays else None
     if images.ndim != 4:
         raise ValueError(f"{path}: 'images' must be (N, H, W, C); got shape {images.shape}")
     if labels is not None and len(labels) != len(images):

@@ -42,9 +42,11 @@ NOTES = [
     "cascade. An optimization_barrier on the padded input stops it. Predicted: large gain for M10 "
     "(two conv-after-ReLU links per stage), small for M5; measured per pair 10.2 -> 5.4 ms (M10), "
     "3.1 -> 2.7 ms (M5); engine M10 101 -> 182 pairs/s, M5 unchanged within noise (~380).",
-    "symmetric Gram: diagonal blocks now evaluate only their upper triangle (pair lists instead of "
-    "full blocks). Predicted for n=96 with two blocks of 48: 6912 -> 4656 pair evaluations, i.e. "
-    "~299 -> ~420 pairs/s; see the symmetric row of the results for the outcome.",
+    "symmetric Gram, n=96: diagonal blocks are computed whole, so two blocks of 48 evaluate 6912 "
+    "pairs for 4656 distinct ones (299 pairs/s). Tried: upper-triangle pair lists with gathered "
+    "indices; predicted ~420 pairs/s, measured 298: the gathers cost ~1 ms/pair (5.2 vs 4.2 ms in an "
+    "A/B), eating the saving; reverted. Instead: blocks of 16 at 32x32 (speed does not depend on "
+    "the block since a step is one pair): 5376 evaluations, measured 413 pairs/s.",
     "peak memory: each configuration runs in a fresh process that loads prepared images, so "
     "ru_maxrss is the engine's (JAX runtime + compiled code + per-image infos + one pair's tensors), "
     "not the ZCA fit's.",
