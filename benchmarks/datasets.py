@@ -34,3 +34,34 @@ def load_npz_images(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray | 
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def load_packed_jpeg_npz(path: str | pathlib.Path, limit: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Images stored as concatenated JPEG files: ``jpeg`` (bytes as uint8), ``offsets`` (N+1,),
+    ``labels`` (N,) (the layout of ../shared/data/cifar10_jpeg). Returns uint8 (N, H, W, 3), int64."""
+    import io
+
+    from PIL import Image
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            buffer, offsets, labels = data["jpeg"], data["offsets"], data["labels"]
+    except KeyError as err:
+        raise ValueError(f"{path} lacks the array {err} of the packed-JPEG layout") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err})") from None
+    count = len(offsets) - 1 if limit is None else min(limit, len(offsets) - 1)
+    if len(labels) != len(offsets) - 1 or np.any(np.diff(offsets) <= 0) or offsets[-1] > len(buffer):
+        raise ValueError(f"{path}: offsets and labels do not describe the JPEG buffer")
+    images = []
+    for i in range(count):
+        try:
+            with Image.open(io.BytesIO(buffer[offsets[i]:offsets[i + 1]].tobytes())) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except OSError as err:
+            raise ValueError(f"{path}: image {i} is not a valid JPEG ({err})") from None
+    return np.stack(images), labels[:count].astype(np.int64)
