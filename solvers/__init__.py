@@ -1,1 +1,16 @@
-"""Kernel ridge solvers (not yet implemented: see the solvers issue)."""
+"""Kernel ridge solvers: direct (Cholesky), the eigen regularization path with exact leave-one-out,
+block coordinate descent and preconditioned CG over block sources (arrays, memmaps, Zarr, kernels
+computed on demand), Nystrom / FALKON, and scikit-learn classifiers on precomputed kernels and on
+images."""
+from .blocks import BlockSource, as_block_source
+from .compositional import CompositionalKernelClassifier
+from .direct import JitterWarning, NotPositiveDefiniteError, solve_cholesky
+from .eigen import EigenPath, eigen_path, loo_errors, psd_eigh
+from .estimators import KernelRidgeClassifier
+from .iterative import BCDResult, CGResult, bcd, pcg
+from .nystrom import nystrom_fit, uniform_centers
+
+__all__ = ["BCDResult", "BlockSource", "CGResult", "CompositionalKernelClassifier", "EigenPath",
+           "JitterWarning", "KernelRidgeClassifier", "NotPositiveDefiniteError", "as_block_source",
+           "bcd", "eigen_path", "loo_errors", "nystrom_fit", "pcg", "psd_eigh", "solve_cholesky",
+           "uniform_centers"]

@@ -44,3 +44,19 @@ def check_alphas(alphas) -> np.ndarray:
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError(f"alphas must be finite and >= 0; got {arr.tolist()}")
     return arr
+
+
+def check_symmetric(k: np.ndarray, name: str = "K", *, rtol: float = 1e-6,
+                    tile: int = 256) -> None:
+    """Raise unless the square ``k`` is symmetric to ``rtol`` x its largest entry.
+
+    Compares (tile, tile) blocks with their mirror images, so temporaries stay small.
+    """
+    scale = max(float(k.max()), -float(k.min()))
+    n = k.shape[0]
+    for i in range(0, n, tile):
+        for j in range(i, n, tile):
+            gap = float(np.abs(k[i:i + tile, j:j + tile] - k[j:j + tile, i:i + tile].T).max())
+            if gap > rtol * scale:
+                raise ValueError(f"{name} is not symmetric: |K - K^T| reaches {gap:.3e} "
+                                 f"(largest entry {scale:.3e}); solvers read only one triangle")

@@ -1,0 +1,228 @@
+"""Kernel ridge solvers against scikit-learn, and the large-scale solvers' convergence.
+
+1. Choosing alpha among 8 values and predicting 10 classes at n = 2k .. 20k: tangentless'
+   KernelRidgeClassifier (one eigendecomposition, closed-form leave-one-out) against
+   scikit-learn's GridSearchCV(KernelRidge(kernel="precomputed"), cv=5) with an accuracy scorer,
+   both timed in this run on the same kernel.
+2. CG (Nystrom-preconditioned) and Nystrom ridge against the direct solution at one n.
+3. Block coordinate descent on an n x n float32 kernel stored in Zarr (default 40k): seconds and
+   residual per epoch, and peak memory of a process that only runs BCD.
+
+The kernel is an RBF kernel on ZCA-whitened pixels of the JPEG copy of CIFAR-10 in
+../shared/data (test accuracy on the JPEG copy runs a few points below the original images; the
+point here is solver speed and agreement, not the kernel). Writes benchmarks/results/solver_bench.json.
+Usage: python -m tangentless.benchmarks.solver_bench [--sizes 2000 5000 10000 20000]
+       [--convergence-n 10000] [--bcd-n 40000] [--bcd-epochs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+SHARED_JPEG = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg"
+ALPHAS = np.logspace(-6, 1, 8)
+TEST_IMAGES = 2000
+
+
+def whitened_features(n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ZCA-whitened flattened pixels: train (n_train, 3072), labels, test (2000, 3072), labels."""
+    from tangentless.kernels import ZCAWhitening
+
+    from .datasets import load_packed_jpeg_npz
+
+    if not SHARED_JPEG.exists():
+        sys.exit(f"the solver benchmark needs the CIFAR-10 JPEG copy at {SHARED_JPEG}")
+    train, train_labels = load_packed_jpeg_npz(SHARED_JPEG / "train.npz", limit=n_train)
+    test, test_labels = load_packed_jpeg_npz(SHARED_JPEG / "test.npz")
+    pick = np.arange(0, len(test), len(test) // TEST_IMAGES)[:TEST_IMAGES]  # the file is class-major
+    zca = ZCAWhitening(bias=1e-5).fit(train[: min(n_train, 20000)].astype(np.float32))
+    flat = lambda x: zca.transform(x.astype(np.float32)).reshape(len(x), -1).astype(np.float64)
+    return flat(train), train_labels, flat(test[pick]), test_labels[pick]
+
+
+def rbf(a: np.ndarray, b: np.ndarray, gamma: float, dtype=np.float64) -> np.ndarray:
+    """exp(-gamma |a_i - b_j|^2), computed in row blocks."""
+    out = np.empty((len(a), len(b)), dtype=dtype)
+    b_sq = (b * b).sum(1)
+    for s in range(0, len(a), 2048):
+        rows = a[s:s + 2048]
+        d = (rows * rows).sum(1)[:, None] + b_sq[None] - 2.0 * rows @ b.T
+        out[s:s + 2048] = np.exp(-gamma * np.maximum(d, 0.0))
+    return out
+
+
+def bandwidth(features: np.ndarray) -> float:
+    """1 / median squared distance over 500 points."""
+    sample = features[:500]
+    sq = (sample * sample).sum(1)
+    d = sq[:, None] + sq[None] - 2 * sample @ sample.T
+    return float(1.0 / np.median(d[np.triu_indices(len(sample), 1)]))
+
+
+def accuracy_scorer():
+    from sklearn.metrics import make_scorer
+
+    return make_scorer(lambda y, p: float(np.mean(np.argmax(y, 1) == np.argmax(p, 1))))
+
+
+def compare_with_sklearn(k_train, y_train, k_test, y_test) -> dict:
+    from sklearn.kernel_ridge import KernelRidge
+    from sklearn.model_selection import GridSearchCV
+
+    from tangentless.solvers import KernelRidgeClassifier
+
+    start = time.perf_counter()
+    ours = KernelRidgeClassifier(alphas=ALPHAS, solver="eigen").fit(k_train, y_train)
+    ours_accuracy = float(np.mean(ours.predict(k_test) == y_test))
+    ours_seconds = time.perf_counter() - start
+
+    onehot = np.eye(10)[y_train]
+    start = time.perf_counter()
+    search = GridSearchCV(KernelRidge(kernel="precomputed"), {"alpha": ALPHAS}, cv=5,
+                          scoring=accuracy_scorer()).fit(k_train, onehot)
+    sk_accuracy = float(np.mean(np.argmax(search.predict(k_test), 1) == y_test))
+    sk_seconds = time.perf_counter() - start
+    return {
+        "n": len(k_train), "tangentless_seconds": round(ours_seconds, 2),
+        "tangentless_alpha": float(ours.alpha_), "tangentless_test_accuracy": ours_accuracy,
+        "tangentless_loo_accuracy": float(ours.loo_score_),
+        "sklearn_seconds": round(sk_seconds, 2), "sklearn_alpha": float(search.best_params_["alpha"]),
+        "sklearn_test_accuracy": sk_accuracy, "speedup": round(sk_seconds / ours_seconds, 2),
+    }
+
+
+def convergence(k_train, y_train, k_test, y_test, alpha: float) -> dict:
+    """CG and Nystrom against the direct (Cholesky) solution at one alpha."""
+    from tangentless.solvers.direct import solve_cholesky
+    from tangentless.solvers.iterative import pcg
+    from tangentless.solvers.nystrom import nystrom_fit
+
+    y = np.eye(10)[y_train]
+    start = time.perf_counter()
+    direct = solve_cholesky(k_train, y, alpha)
+    direct_seconds = time.perf_counter() - start
+    reference = k_test @ direct
+    relative = lambda p: float(np.linalg.norm(p - reference) / np.linalg.norm(reference))
+    accuracy = lambda p: float(np.mean(np.argmax(p, 1) == y_test))
+    out = {"n": len(k_train), "alpha": alpha, "direct_seconds": round(direct_seconds, 2),
+           "direct_test_accuracy": accuracy(reference), "cg": [], "nystrom": []}
+    for rank in (100, 500):
+        start = time.perf_counter()
+        result = pcg(k_train, y, alpha, rank=rank, tol=1e-8, max_iter=1000)
+        p = k_test @ result.coef
+        out["cg"].append({"rank": rank, "iterations": int(result.iterations),
+                          "seconds": round(time.perf_counter() - start, 2),
+                          "prediction_relative_error": relative(p), "test_accuracy": accuracy(p)})
+    rng = np.random.default_rng(0)
+    for m in (500, 2000, len(k_train) // 2):
+        centers = np.sort(rng.choice(len(k_train), m, replace=False))
+        start = time.perf_counter()
+        coef = nystrom_fit(k_train[:, centers], k_train[np.ix_(centers, centers)], y, alpha)
+        p = k_test[:, centers] @ coef
+        out["nystrom"].append({"centers": m, "seconds": round(time.perf_counter() - start, 2),
+                               "prediction_relative_error": relative(p), "test_accuracy": accuracy(p)})
+    return out
+
+
+def write_zarr_kernel(features, gamma: float, path: pathlib.Path, rows_per_chunk: int = 1000):
+    """The RBF kernel of ``features`` as a float32 Zarr array, written in row blocks."""
+    import zarr
+
+    n = len(features)
+    store = zarr.create_array(path, shape=(n, n), chunks=(rows_per_chunk, n), dtype="float32",
+                              compressors=None)
+    for s in range(0, n, rows_per_chunk):
+        store[s:s + rows_per_chunk] = rbf(features[s:s + rows_per_chunk], features, gamma, np.float32)
+    return store
+
+
+def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int) -> dict:
+    """Child process: BCD on the stored kernel; returns per-epoch residuals and peak memory."""
+    import zarr
+
+    from tangentless.solvers.iterative import bcd
+
+    kernel = zarr.open_array(path, mode="r")
+    y = np.eye(10)[np.load(labels)]
+    start = time.perf_counter()
+    result = bcd(kernel, y, alpha, block_size=block_size, epochs=epochs, tol=0.0, progress=False)
+    seconds = time.perf_counter() - start
+    return {"n": kernel.shape[0], "alpha": alpha, "block_size": block_size, "epochs": epochs,
+            "seconds_per_epoch": round(seconds / epochs, 1),
+            "relative_residual_per_epoch": [float(r) for r in result.residual_norms],
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 5000, 10000, 20000])
+    parser.add_argument("--convergence-n", type=int, default=10000, help="0 skips")
+    parser.add_argument("--bcd-n", type=int, default=40000, help="0 skips")
+    parser.add_argument("--bcd-epochs", type=int, default=3)
+    parser.add_argument("--bcd-block", type=int, default=2000)
+    parser.add_argument("--bcd-child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "solver_bench.json")
+    args = parser.parse_args(argv)
+    if args.bcd_child:
+        print(json.dumps(run_bcd(**json.loads(args.bcd_child))))
+        return
+
+    from tangentless.benchmarks.machine import describe_machine
+
+    n_max = max([*args.sizes, args.convergence_n, args.bcd_n])
+    train, train_labels, test, test_labels = whitened_features(n_max)
+    gamma = bandwidth(train)
+    report = {"benchmark": "solver_bench", "machine": describe_machine(), "alphas": ALPHAS.tolist(),
+              "kernel": f"RBF, gamma={gamma:.4g}, on ZCA-whitened CIFAR-10 JPEG pixels",
+              "test_images": TEST_IMAGES, "selection": [], "convergence": None, "bcd": None}
+
+    def save():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    for n in args.sizes:
+        k_train = rbf(train[:n], train[:n], gamma)
+        k_test = rbf(test, train[:n], gamma)
+        report["selection"].append(compare_with_sklearn(k_train, train_labels[:n], k_test, test_labels))
+        print(json.dumps(report["selection"][-1]), flush=True)
+        save()
+    if args.convergence_n:
+        n = args.convergence_n
+        k_train, k_test = rbf(train[:n], train[:n], gamma), rbf(test, train[:n], gamma)
+        chosen = [r["tangentless_alpha"] for r in report["selection"] if r["n"] == n]
+        report["convergence"] = convergence(k_train, train_labels[:n], k_test, test_labels,
+                                            chosen[0] if chosen else 1e-2)
+        print(json.dumps(report["convergence"]), flush=True)
+        save()
+        del k_train, k_test
+    if args.bcd_n:
+        with tempfile.TemporaryDirectory() as tmp:
+            path, labels = pathlib.Path(tmp) / "kernel.zarr", pathlib.Path(tmp) / "labels.npy"
+            start = time.perf_counter()
+            write_zarr_kernel(train[:args.bcd_n], gamma, path)
+            write_seconds = time.perf_counter() - start
+            np.save(labels, train_labels[:args.bcd_n])
+            config = {"path": str(path), "labels": str(labels), "alpha": 1e-2,
+                      "epochs": args.bcd_epochs, "block_size": args.bcd_block}
+            child = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.solver_bench",
+                                    "--bcd-child", json.dumps(config)], capture_output=True, text=True)
+            if child.returncode:
+                sys.exit(f"BCD run failed:\n{child.stderr[-3000:]}")
+            report["bcd"] = dict(json.loads(child.stdout.strip().splitlines()[-1]),
+                                 zarr_write_seconds=round(write_seconds, 1), storage="float32 Zarr")
+        print(json.dumps(report["bcd"]), flush=True)
+        save()
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

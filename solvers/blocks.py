@@ -1,0 +1,173 @@
+"""Block sources: kernel matrices read one block K[rows, cols] at a time.
+
+A block source wraps an in-memory array, a numpy memmap, a Zarr array or a callable
+``f(rows, cols) -> array`` (a kernel computed on demand, e.g. a Gram engine:
+``lambda r, c: spec.gram(x[r], x[c], progress=False)``). The solvers only ever ask it for row blocks
+(or row blocks of a few columns), so the full matrix never has to be in memory. Every block is
+returned as float64 and checked for its shape and for NaN/inf on the way out.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["BlockSource", "as_block_source", "row_blocks"]
+
+Index = slice | np.ndarray
+
+
+def row_blocks(n: int, block_size: int) -> list[slice]:
+    """Contiguous slices covering range(n), each of at most ``block_size`` rows."""
+    if int(block_size) < 1:
+        raise ValueError(f"block_size must be >= 1; got {block_size}")
+    return [slice(i, min(i + int(block_size), n)) for i in range(0, n, int(block_size))]
+
+
+def _length(index: Index, n: int) -> int:
+    return len(range(n)[index]) if isinstance(index, slice) else len(index)
+
+
+def _describe(index: Index) -> str:
+    if isinstance(index, slice):
+        return f"{index.start or 0}:{'' if index.stop is None else index.stop}"
+    return f"<{len(index)} indices>"
+
+
+def _index(index, n: int, name: str) -> Index:
+    """A slice with step 1, or a 1-D array of in-range int64 indices."""
+    if isinstance(index, slice):
+        start, stop, step = index.indices(n)
+        if step != 1:
+            raise ValueError(f"{name} slices must have step 1; got {index}")
+        return slice(start, max(start, stop))
+    arr = np.asarray(index)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise ValueError(f"{name} must be a slice or a 1-D integer array; got {index!r}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < -n or arr.max() >= n):
+        raise ValueError(f"{name} indices out of range for size {n}")
+    return arr % n if arr.size else arr
+
+
+class BlockSource:
+    """A (n, m) matrix read in blocks; ``read(rows, cols)`` does the reading, this class checks it.
+
+    ``rows`` and ``cols`` passed to ``read`` are step-1 slices or 1-D int64 index arrays.
+    """
+
+    def __init__(self, read: Callable[[Index, Index], np.ndarray], shape: tuple[int, int],
+                 name: str = "K", diagonal: Callable[[], np.ndarray] | None = None):
+        self._read, self._diagonal = read, diagonal
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.name = name
+
+    def block(self, rows, cols) -> np.ndarray:
+        """K[rows, cols] as a (len(rows), len(cols)) float64 array; ValueError on NaN/inf."""
+        rows, cols = _index(rows, self.shape[0], "rows"), _index(cols, self.shape[1], "cols")
+        where = f"{self.name}[{_describe(rows)}, {_describe(cols)}]"
+        try:
+            arr = np.asarray(self._read(rows, cols))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"reading block {where} failed: {err}") from err
+        expected = (_length(rows, self.shape[0]), _length(cols, self.shape[1]))
+        if arr.shape != expected:
+            raise ValueError(f"block {where} has shape {arr.shape}; expected {expected}")
+        if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"block {where} must hold real numbers; got dtype {arr.dtype}")
+        arr = arr.astype(np.float64, copy=False)
+        if not np.isfinite(arr.sum()):  # cheap test first; a sum can also overflow, so confirm
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                i, j = np.argwhere(bad)[0]
+                raise ValueError(f"block {where} contains {int(bad.sum())} NaN or inf entries "
+                                 f"(first at local row {i}, column {j})")
+        return arr
+
+    def rows(self, rows) -> np.ndarray:
+        """K[rows, :] as a (b, m) float64 array."""
+        return self.block(rows, slice(None))
+
+    def diagonal(self) -> np.ndarray:
+        """diag(K) as a (n,) float64 array (square sources only).
+
+        Arrays read their diagonal directly; callables without a ``diagonal=`` function are
+        evaluated on diagonal blocks of 256 rows (256 n entries, not n^2).
+        """
+        n = self.shape[0]
+        if self.shape[0] != self.shape[1]:
+            raise ValueError(f"{self.name} has no diagonal: shape {self.shape} is not square")
+        if self._diagonal is not None:
+            diag = np.asarray(self._diagonal())
+            if diag.shape != (n,):
+                raise ValueError(f"diagonal of {self.name} has shape {diag.shape}; expected ({n},)")
+            diag = diag.astype(np.float64)
+        else:
+            diag = np.concatenate([np.diagonal(self.block(b, b)) for b in row_blocks(n, 256)])
+        if not np.isfinite(diag).all():
+            raise ValueError(f"diagonal of {self.name} contains NaN or inf entries")
+        return diag
+
+
+def _array_shape(obj, name: str) -> tuple[int, int]:
+    if len(obj.shape) != 2:
+        raise ValueError(f"{name} must be a 2-D kernel matrix; got shape {tuple(obj.shape)}")
+    dtype = np.dtype(obj.dtype)
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers; got dtype {dtype}")
+    return tuple(obj.shape)
+
+
+def _numpy_source(arr: np.ndarray, name: str) -> BlockSource:
+    def read(rows, cols):
+        block = arr[rows]
+        whole = isinstance(cols, slice) and cols == slice(0, arr.shape[1])
+        return block if whole else block[:, cols]
+    return BlockSource(read, _array_shape(arr, name), name, diagonal=lambda: np.diagonal(arr))
+
+
+def _zarr_source(arr, name: str) -> BlockSource:
+    def diagonal():
+        idx = np.arange(arr.shape[0])
+        return arr.vindex[idx, idx]
+    return BlockSource(lambda rows, cols: arr.oindex[rows, cols], _array_shape(arr, name), name,
+                       diagonal=diagonal)
+
+
+def as_block_source(obj, *, shape: tuple[int, int] | None = None, square: bool = True,
+                    name: str = "K", diagonal: Callable[[], np.ndarray] | None = None
+                    ) -> BlockSource:
+    """Wrap ``obj`` as a :class:`BlockSource` of shape (n, m).
+
+    obj: a numpy array or memmap (any real dtype; float32 storage is read as float64), a Zarr
+        array (anything with ``oindex``), another array-like, a BlockSource, or a callable
+        ``f(rows, cols) -> (len(rows), len(cols)) array`` taking step-1 slices or int arrays.
+    shape: required for callables, checked against arrays.
+    square: require n == m (training kernels).
+    diagonal: for callables, an optional function returning diag(K) as (n,).
+    """
+    if isinstance(obj, BlockSource):
+        source = obj
+    elif isinstance(obj, np.ndarray):
+        source = _numpy_source(obj, name)
+    elif hasattr(obj, "oindex") and hasattr(obj, "shape"):
+        source = _zarr_source(obj, name)
+    elif callable(obj):
+        if shape is None:
+            raise ValueError(f"{name} is a callable: pass shape=(n, m)")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"{name} shape must be two positive sizes; got {shape}")
+        source = BlockSource(obj, shape, name, diagonal=diagonal)
+    else:
+        try:
+            arr = np.asarray(obj)
+        except Exception as err:
+            raise ValueError(f"{name} is not an array, Zarr array or callable: {err}") from None
+        source = _numpy_source(arr, name)
+    if min(source.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {source.shape}")
+    if shape is not None and tuple(shape) != source.shape:
+        raise ValueError(f"{name} has shape {source.shape}; expected {tuple(shape)}")
+    if square and source.shape[0] != source.shape[1]:
+        raise ValueError(f"{name} must be square (n, n); got shape {source.shape}")
+    return source

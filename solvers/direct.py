@@ -1,0 +1,99 @@
+"""Direct kernel ridge solves: (K + alpha I) coef = Y by a float64 Cholesky factorization."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg
+
+from ._checks import check_alphas, check_kernel, check_symmetric, check_targets
+
+
+class NotPositiveDefiniteError(ValueError):
+    """A kernel system matrix that is not (numerically) positive definite."""
+
+
+class JitterWarning(RuntimeWarning):
+    """Jitter was added to the diagonal to make a Cholesky factorization succeed."""
+
+
+def _eigenvalue_extremes(work: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest eigenvalue of the symmetric (n, n) ``work``, which is overwritten."""
+    values = scipy.linalg.eigvalsh(work, overwrite_a=True, check_finite=False)
+    return float(values[0]), float(values[-1])
+
+
+def indefiniteness_report(what: str, lo: float, hi: float) -> str:
+    """A message saying how far a matrix with extreme eigenvalues ``lo``, ``hi`` is from PSD."""
+    ratio = f" = {lo / hi:.2e} x the largest ({hi:.3e})" if hi > 0 else f", largest {hi:.3e}"
+    return f"{what} is not positive definite: its smallest eigenvalue is {lo:.3e}{ratio}"
+
+
+def _single_alpha(alpha) -> float:
+    alphas = check_alphas(alpha)
+    if alphas.size != 1:
+        raise ValueError(f"alpha must be a single number; got {alphas.size} values")
+    return float(alphas[0])
+
+
+def _shift_into(work: np.ndarray, k: np.ndarray, shift: float) -> np.ndarray:
+    """Write k + shift I into the Fortran-ordered (n, n) ``work`` and return it.
+
+    For symmetric k, copying k into work.T is a plain memory copy and gives work = k.
+    """
+    np.copyto(work.T, k)
+    work.flat[:: k.shape[0] + 1] += shift
+    return work
+
+
+def _factor(k: np.ndarray, shift: float, work: np.ndarray):
+    """Cholesky factor (lower, in place in ``work``) of k + shift I; None if it fails."""
+    try:
+        return scipy.linalg.cho_factor(_shift_into(work, k, shift), lower=True, overwrite_a=True,
+                                       check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _jittered_factor(k: np.ndarray, alpha: float, max_jitter: float, work: np.ndarray):
+    """Factor of k + (alpha + jitter) I for the first jitter in 1e-10, 1e-8, ... max_jitter times
+    the mean diagonal of k that works, with a ``JitterWarning`` naming it; None if none does."""
+    scale = abs(float(np.mean(np.diag(k))))
+    if scale == 0:
+        return None
+    for level in np.unique(np.minimum(10.0 ** np.arange(-10, 1, 2), max_jitter)):
+        factor = _factor(k, alpha + level * scale, work)
+        if factor is not None:
+            warnings.warn(f"K + alpha I (alpha={alpha:.3g}) is not positive definite; added "
+                          f"jitter {level * scale:.3e} (= {level:.0e} x the mean diagonal "
+                          f"{scale:.3e}) to the diagonal", JitterWarning, stacklevel=3)
+            return factor
+    return None
+
+
+def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-2) -> np.ndarray:
+    """Solve (K + alpha I) coef = Y; K (n, n) symmetric, Y (n,) or (n, c) -> coef (n, c) float64.
+
+    Uses one (n, n) float64 workspace besides K, which the factorization overwrites. If the
+    matrix is not positive definite, raises ``NotPositiveDefiniteError`` stating its smallest
+    eigenvalue relative to its largest. With ``jitter=True`` it instead retries with jitter
+    1e-10, 1e-8, ... up to ``max_jitter`` times the mean diagonal of K added to the diagonal, and
+    warns (``JitterWarning``) with the jitter that was used.
+    """
+    k = check_kernel(K)
+    check_symmetric(k)
+    y = check_targets(Y, k.shape[0])
+    alpha = _single_alpha(alpha)
+    if not (np.isfinite(max_jitter) and max_jitter > 0):
+        raise ValueError(f"max_jitter must be finite and > 0; got {max_jitter}")
+    work = np.empty(k.shape, order="F")
+    factor = _factor(k, alpha, work)
+    if factor is None and jitter:
+        factor = _jittered_factor(k, alpha, max_jitter, work)
+    if factor is None:
+        tried = (f"; jitter up to {max_jitter:g} x the mean diagonal did not help" if jitter
+                 else "; use a larger alpha, or jitter=True")
+        extremes = _eigenvalue_extremes(_shift_into(work, k, alpha))
+        raise NotPositiveDefiniteError(
+            indefiniteness_report(f"K + alpha I (alpha={alpha:.3g})", *extremes) + tried)
+    return scipy.linalg.cho_solve(factor, y, check_finite=False)

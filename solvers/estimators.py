@@ -1,0 +1,185 @@
+"""A scikit-learn kernel ridge classifier on precomputed kernel matrices."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._checks import check_alphas, check_kernel
+from .direct import solve_cholesky
+from .eigen import eigen_path, psd_tolerance
+
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, -1, 8))
+SOLVERS = ("auto", "cholesky", "eigen", "bcd", "cg", "nystrom")
+SELECTIONS = ("loo", "holdout")
+
+
+def _one_hot(labels: np.ndarray, n_classes: int, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) class indices -> one-hot targets (n, c), minus their column means if ``center``,
+    and that offset (c,)."""
+    targets = np.eye(n_classes)[labels]
+    offset = targets.mean(axis=0) if center else np.zeros(n_classes)
+    return targets - offset, offset
+
+
+def _best(accuracy: np.ndarray, mse: np.ndarray) -> int:
+    """Index of the highest accuracy; ties go to the lowest mean squared error."""
+    return int(np.argmin(np.where(accuracy == accuracy.max(), mse, np.inf)))
+
+
+class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
+    """One-vs-all kernel ridge regression on one-hot labels, with alpha chosen on training data.
+
+    ``fit(K_train, y)`` takes the (n, n) training kernel; ``predict(K_test)`` and
+    ``decision_function(K_test)`` take the (n_test, n) kernel between test and training points.
+
+    Alpha selection, when ``alphas`` has several values: with ``selection="loo"`` and n <=
+    ``max_loo_size``, by exact leave-one-out accuracy from one eigendecomposition (``eigen_path``;
+    ties go to the lower LOO squared error; the eigen solver gets this LOO even for one alpha);
+    otherwise on a stratified held-out fraction ``holdout_fraction`` of the training points,
+    after which the model is refitted on all of them. Test data are never used.
+
+    The final coefficients come from ``solver``: "eigen" (the path itself), "cholesky", or "bcd",
+    "cg", "nystrom" (``tangentless.solvers.iterative`` / ``.nystrom``); "auto" is "eigen" for
+    n <= ``max_loo_size``, else "cholesky". ``solver_params`` go to an explicit cholesky, bcd, cg or
+    nystrom solver (e.g. ``{"jitter": True}``, ``{"epochs": 20}``, ``{"solver": "falkon"}``).
+    "nystrom" fits on ``n_centers`` training points drawn with ``random_state``, which also seeds
+    the holdout split. ``center=True`` subtracts the class frequencies from the targets and adds
+    them back to the scores (the LOO holds them fixed rather than recomputing them without each
+    point).
+
+    Attributes: classes_; coef_ (n, c), or (n_centers, c) on centers_ (indices; None otherwise);
+    offset_ (c,); alpha_; solver_ (the one used); psd_tol_ (``psd_tolerance`` of K_train's dtype);
+    selection_ ("loo", "holdout", or None for a single alpha fitted without one); cv_scores_
+    (accuracy for every alpha, LOO or holdout; or None); loo_score_ (LOO accuracy at alpha_, or
+    None); path_ (the ``EigenPath`` of a LOO selection, or None); n_features_in_ (= n).
+    """
+
+    def __init__(self, alphas=DEFAULT_ALPHAS, solver="auto", center=False, selection="loo",
+                 max_loo_size=20000, holdout_fraction=0.2, n_centers=1000, solver_params=None,
+                 random_state=0):
+        self.alphas = alphas
+        self.solver = solver
+        self.center = center
+        self.selection = selection
+        self.max_loo_size = max_loo_size
+        self.holdout_fraction = holdout_fraction
+        self.n_centers = n_centers
+        self.solver_params = solver_params
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = True
+        return tags
+
+    def _check_params(self, n: int) -> tuple[np.ndarray, str]:
+        """Validated alphas and the solver that will be used for n training points."""
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}; got {self.selection!r}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1); got {self.holdout_fraction}")
+        if self.solver_params and self.solver in ("auto", "eigen"):
+            raise ValueError(f"solver_params apply to an explicit cholesky, bcd, cg or nystrom "
+                             f"solver; got solver={self.solver!r}")
+        if self.solver == "auto":
+            return check_alphas(self.alphas), "eigen" if n <= self.max_loo_size else "cholesky"
+        return check_alphas(self.alphas), self.solver
+
+    def _solve(self, solver: str, k: np.ndarray, targets: np.ndarray, alpha: float):
+        """Coefficients for one alpha, and the center indices they sit on (None: all points)."""
+        params = dict(self.solver_params or {})
+        if solver == "eigen":
+            return eigen_path(k, targets, alpha, psd_tol=self.psd_tol_).coef[0], None
+        if solver == "cholesky":
+            return solve_cholesky(k, targets, alpha, **params), None
+        if solver == "bcd":
+            from .iterative import bcd
+            return bcd(k, targets, alpha, **params).coef, None
+        if solver == "cg":
+            from .iterative import pcg
+            return pcg(k, targets, alpha, **params).coef, None
+        from .nystrom import nystrom_fit
+        n = k.shape[0]
+        centers = np.sort(check_random_state(self.random_state).choice(
+            n, min(self.n_centers, n), replace=False))
+        coef = nystrom_fit(k[:, centers], k[np.ix_(centers, centers)], targets, alpha, **params)
+        return coef, centers
+
+    def _holdout_scores(self, solver, k, labels, alphas) -> tuple[np.ndarray, np.ndarray]:
+        """Accuracy and squared error (a,) on a stratified held-out part of the training points."""
+        n, n_classes = k.shape[0], self.classes_.size
+        n_held = int(np.ceil(self.holdout_fraction * n))
+        stratify = (np.bincount(labels).min() >= 2 and n_classes <= n_held <= n - n_classes)
+        fit_idx, held_idx = train_test_split(
+            np.arange(n), test_size=n_held, random_state=self.random_state,
+            stratify=labels if stratify else None)
+        targets, offset = _one_hot(labels[fit_idx], n_classes, self.center)
+        k_fit, k_held = k[np.ix_(fit_idx, fit_idx)], k[np.ix_(held_idx, fit_idx)]
+        if solver == "eigen":
+            path = eigen_path(k_fit, targets, alphas, psd_tol=self.psd_tol_)
+            fits = [(coef, None) for coef in path.coef]
+        else:
+            fits = [self._solve(solver, k_fit, targets, alpha) for alpha in alphas]
+        truth = np.eye(n_classes)[labels[held_idx]]
+        scores = [(k_held if centers is None else k_held[:, centers]) @ coef + offset
+                  for coef, centers in fits]
+        accuracy = np.array([(s.argmax(axis=1) == labels[held_idx]).mean() for s in scores])
+        return accuracy, np.array([np.mean((s - truth) ** 2) for s in scores])
+
+    def fit(self, X, y):
+        """Fit on the (n, n) training kernel X = K_train and labels y (n,)."""
+        k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        self.psd_tol_ = psd_tolerance(k.dtype)
+        k = check_kernel(k, "K_train")
+        check_classification_targets(y)
+        self.classes_, labels = np.unique(y, return_inverse=True)
+        if self.classes_.size < 2:
+            raise ValueError(f"y has one class ({self.classes_[0]!r}); a classifier needs at "
+                             "least 2 classes")
+        n = k.shape[0]
+        alphas, self.solver_ = self._check_params(n)
+        targets, self.offset_ = _one_hot(labels, self.classes_.size, self.center)
+        self.path_ = self.cv_scores_ = self.loo_score_ = self.selection_ = None
+        self.centers_ = None
+        loo = self.selection == "loo" and n <= self.max_loo_size
+        if loo and (alphas.size > 1 or self.solver_ == "eigen"):
+            self.selection_ = "loo"
+            self.path_ = eigen_path(k, targets, alphas, labels=labels, offset=self.offset_,
+                                    psd_tol=self.psd_tol_)
+            best = _best(self.path_.loo_accuracy, self.path_.loo_mse)
+            self.alpha_, self.cv_scores_ = float(alphas[best]), self.path_.loo_accuracy
+            self.loo_score_ = float(self.cv_scores_[best])
+            if self.solver_ == "eigen":
+                self.coef_ = self.path_.coef[best]
+                return self
+        elif alphas.size > 1:
+            self.selection_ = "holdout"
+            self.cv_scores_, mse = self._holdout_scores(self.solver_, k, labels, alphas)
+            self.alpha_ = float(alphas[_best(self.cv_scores_, mse)])
+        else:
+            self.alpha_ = float(alphas[0])
+        self.coef_, self.centers_ = self._solve(self.solver_, k, targets, self.alpha_)
+        return self
+
+    def _scores(self, X) -> np.ndarray:
+        """Per-class scores (n_test, c) for the (n_test, n_train) kernel X = K_test."""
+        check_is_fitted(self, "coef_")
+        k = check_kernel(validate_data(self, X, reset=False, dtype=np.float64), "K_test",
+                         square=False)
+        return (k if self.centers_ is None else k[:, self.centers_]) @ self.coef_ + self.offset_
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores (n_test, c); for two classes, score(classes_[1]) - score(classes_[0])."""
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if self.classes_.size == 2 else scores
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (n_test,) for the (n_test, n_train) kernel X = K_test."""
+        scores = self._scores(X)
+        return self.classes_[scores.argmax(axis=1)]
