@@ -298,3 +298,18 @@ def test_loo_errors_checks_the_decomposition():
         loo_errors(e[:5], v, np.ones(10), ALPHAS)
     with pytest.raises(ValueError, match=">= 0"):
         loo_errors(e - 1.0, v, np.ones(10), ALPHAS)
+
+
+def test_jax_backend_matches_lapack():
+    """The JAX eigendecomposition (the GPU path where a GPU is present) on JAX's CPU device."""
+    from tangentless.solvers.eigen import default_backend
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(60, 20))
+    k = a @ a.T + 1e-3 * np.eye(60)
+    y = rng.normal(size=(60, 3))
+    paths = [eigen_path(k, y, [1e-3, 1e-1], backend=b) for b in ("scipy", "jax")]
+    np.testing.assert_allclose(paths[1].coef, paths[0].coef, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(paths[1].loo_mse, paths[0].loo_mse, rtol=1e-8)
+    assert default_backend() in ("scipy", "jax")
+    with pytest.raises(ValueError, match="backend"):
+        eigen_path(k, y, [1e-3], backend="cupy")
