@@ -87,8 +87,9 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
         if self.solver_params and self.solver in ("auto", "eigen"):
             raise ValueError(f"solver_params apply to an explicit cholesky, bcd, cg or nystrom "
                              f"solver; got solver={self.solver!r}")
-        if self.solver == "auto":
-            return check_alphas(self.alphas), "eigen" if n <= self.max_loo_size else "cholesky"
+        if self.solver == "auto":  # held-out selection: one Cholesky per alpha beats an eigh
+            loo = self.selection == "loo" and n <= self.max_loo_size
+            return check_alphas(self.alphas), "eigen" if loo else "cholesky"
         return check_alphas(self.alphas), self.solver
 
     def _solve(self, solver: str, k: np.ndarray, targets: np.ndarray, alpha: float):
