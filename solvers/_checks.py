@@ -60,3 +60,11 @@ def check_symmetric(k: np.ndarray, name: str = "K", *, rtol: float = 1e-6,
             if gap > rtol * scale:
                 raise ValueError(f"{name} is not symmetric: |K - K^T| reaches {gap:.3e} "
                                  f"(largest entry {scale:.3e}); solvers read only one triangle")
+
+
+def check_alpha(alpha) -> float:
+    """One ridge parameter: a finite number >= 0."""
+    arr = check_alphas(alpha)
+    if arr.size != 1:
+        raise ValueError(f"alpha must be a single number; got {arr.tolist()}")
+    return float(arr[0])

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ._checks import check_alphas, check_kernel, check_symmetric, check_targets
+from ._checks import check_alpha, check_kernel, check_symmetric, check_targets
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -27,13 +27,6 @@ def indefiniteness_report(what: str, lo: float, hi: float) -> str:
     """A message saying how far a matrix with extreme eigenvalues ``lo``, ``hi`` is from PSD."""
     ratio = f" = {lo / hi:.2e} x the largest ({hi:.3e})" if hi > 0 else f", largest {hi:.3e}"
     return f"{what} is not positive definite: its smallest eigenvalue is {lo:.3e}{ratio}"
-
-
-def _single_alpha(alpha) -> float:
-    alphas = check_alphas(alpha)
-    if alphas.size != 1:
-        raise ValueError(f"alpha must be a single number; got {alphas.size} values")
-    return float(alphas[0])
 
 
 def _shift_into(work: np.ndarray, k: np.ndarray, shift: float) -> np.ndarray:
@@ -83,7 +76,7 @@ def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-
     k = check_kernel(K)
     check_symmetric(k)
     y = check_targets(Y, k.shape[0])
-    alpha = _single_alpha(alpha)
+    alpha = check_alpha(alpha)
     if not (np.isfinite(max_jitter) and max_jitter > 0):
         raise ValueError(f"max_jitter must be finite and > 0; got {max_jitter}")
     work = np.empty(k.shape, order="F")

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.linalg
 from tqdm.auto import tqdm
 
-from ._checks import check_alphas, check_targets
+from ._checks import check_alpha, check_targets
 from .blocks import BlockSource, as_block_source, row_blocks
 
 __all__ = ["BCDResult", "CGResult", "bcd", "pcg", "kernel_matmul", "nystrom_preconditioner"]
@@ -40,13 +40,6 @@ class CGResult:
     iterations: int
     residual_norms: np.ndarray
     converged: np.ndarray
-
-
-def _alpha(alpha) -> float:
-    arr = check_alphas(alpha)
-    if arr.size != 1:
-        raise ValueError(f"alpha must be a single number; got {arr.tolist()}")
-    return float(arr[0])
 
 
 def _scale(y: np.ndarray) -> np.ndarray:
@@ -101,7 +94,7 @@ def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: floa
     source = as_block_source(source)
     n = source.shape[0]
     y = check_targets(Y, n)
-    alpha = _alpha(alpha)
+    alpha = check_alpha(alpha)
     if int(epochs) < 0:
         raise ValueError(f"epochs must be >= 0; got {epochs}")
     if order not in ("random", "cyclic"):
@@ -234,7 +227,7 @@ def pcg(source, Y, alpha, *, rank: int = 200, tol: float = 1e-8, max_iter: int =
     source = as_block_source(source)
     n = source.shape[0]
     y = check_targets(Y, n)
-    alpha = _alpha(alpha)
+    alpha = check_alpha(alpha)
     if preconditioner not in ("nystrom", None):
         raise ValueError(f"preconditioner must be 'nystrom' or None; got {preconditioner!r}")
     if int(rank) < 1:

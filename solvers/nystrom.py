@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ._checks import check_kernel, check_targets
+from ._checks import check_alpha, check_kernel, check_targets
 from .blocks import BlockSource, as_block_source, row_blocks
-from .iterative import _alpha, _batched_cg
+from .iterative import _batched_cg
 
 __all__ = ["nystrom_fit", "uniform_centers"]
 
@@ -122,7 +122,7 @@ def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int
     if k_mm.shape != (m, m):
         raise ValueError(f"K_mm has shape {k_mm.shape} but K_nm has {m} columns (centers)")
     y = check_targets(Y, n)
-    alpha = _alpha(alpha)
+    alpha = check_alpha(alpha)
     t = _whitener(k_mm)
     if solver == "direct":
         return _direct(source, t, y, alpha, block_size)
