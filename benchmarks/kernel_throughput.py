@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,9 +46,9 @@ NOTES = [
     "indices; predicted ~420 pairs/s, measured 298: the gathers cost ~1 ms/pair (5.2 vs 4.2 ms in an "
     "A/B), eating the saving; reverted. Instead: blocks of 16 at 32x32 (speed does not depend on "
     "the block since a step is one pair): 5376 evaluations, measured 413 pairs/s.",
-    "peak memory: each configuration runs in a fresh process that loads prepared images, so "
-    "ru_maxrss is the engine's (JAX runtime + compiled code + per-image infos + one pair's tensors), "
-    "not the ZCA fit's.",
+    "peak memory: each configuration runs in a fresh process that loads prepared images; its peak is "
+    "VmHWM (ru_maxrss also counted the parent's memory inherited through fork), i.e. the engine's: "
+    "JAX runtime + compiled code + per-image infos + one pair's tensors.",
     "remaining gap to the arithmetic limit (~1500 M5 pairs/s at 190 GFLOP/s): 4 passes over a "
     "4-5 MiB tensor per conv+ReLU link that does not fit the 1 MiB L2; a fused per-offset-plane "
     "stage (kernels.md) would keep it in L2. Not done yet.",
@@ -75,6 +74,7 @@ def prepare_images(n: int, path: pathlib.Path) -> str:
 def run_one(depth: int, rows: int, cols: int, block_size: int | None, symmetric: bool,
             images: str) -> dict:
     """One configuration in this process: compile time, steady throughput, peak memory."""
+    from tangentless.benchmarks.machine import peak_rss_gib
     from tangentless.kernels import default_block_size, myrtle
 
     spec = myrtle(depth)
@@ -103,7 +103,7 @@ def run_one(depth: int, rows: int, cols: int, block_size: int | None, symmetric:
         "block_size": block, "pairs": pairs, "seconds": round(seconds, 3),
         "pairs_per_second": round(pairs / seconds, 1),
         "compile_seconds": round(max(first_call - warm_call, 0.0), 2),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3),
+        "peak_rss_gib": peak_rss_gib(),
         "target_pairs_per_second": TARGETS[depth],
     }
 

@@ -32,3 +32,16 @@ def describe_machine() -> dict:
         "jax_devices": [str(d) for d in jax.devices()],
         "env": {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "XLA", "JAX", "OMP"))},
     }
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process image, GiB: VmHWM from /proc/self/status (ru_maxrss
+    would also count a parent's memory inherited through fork before exec)."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 2 ** 20, 3)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import tempfile
@@ -155,6 +154,7 @@ def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int) 
     """Child process: BCD on the stored kernel; returns per-epoch residuals and peak memory."""
     import zarr
 
+    from tangentless.benchmarks.machine import peak_rss_gib
     from tangentless.solvers.iterative import bcd
 
     kernel = zarr.open_array(path, mode="r")
@@ -165,7 +165,7 @@ def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int) 
     return {"n": kernel.shape[0], "alpha": alpha, "block_size": block_size, "epochs": epochs,
             "seconds_per_epoch": round(seconds / epochs, 1),
             "relative_residual_per_epoch": [float(r) for r in result.residual_norms],
-            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)}
+            "peak_rss_gib": peak_rss_gib()}
 
 
 def main(argv=None) -> None:
