@@ -1,0 +1,57 @@
+"""Scattering features as a scikit-learn transformer, for the baselines "scattering + linear"
+and "scattering + kernel ridge"."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .frontend import check_config, check_spatial, num_channels, scatter
+
+__all__ = ["ScatteringFeatures"]
+
+
+class ScatteringFeatures(TransformerMixin, BaseEstimator):
+    """Images (N, H, W, C) NHWC -> scattering features (N, h * w * C * K) float32, h = H / 2^J,
+    w = W / 2^J (or (N, h, w, C * K) with ``flatten=False``); see :func:`.frontend.scatter` for the
+    parameters (uint8 images are scaled to [0, 1]).
+
+    fit only records the input shape (the transform has no learned parameters).
+    """
+
+    def __init__(self, J=2, L=8, max_order=2, phase=False, batch_size=None, cache_dir=None,
+                 flatten=True, progress=True):
+        self.J = J
+        self.L = L
+        self.max_order = max_order
+        self.phase = phase
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.flatten = flatten
+        self.progress = progress
+
+    def fit(self, images, y=None):
+        """Record the image shape (H, W, C) and the output shape (h, w, C * K)."""
+        check_config(self.J, self.L, self.max_order)
+        shape = np.shape(images)
+        if len(shape) != 4:
+            raise ValueError(f"images must be a 4-D NHWC array (N, H, W, C); got shape {shape}")
+        _, height, width, channels = shape
+        check_spatial(height, width, self.J)
+        scale = 2 ** self.J
+        self.input_shape_ = (height, width, channels)
+        self.output_shape_ = (height // scale, width // scale,
+                              channels * num_channels(self.J, self.L, self.max_order, self.phase))
+        return self
+
+    def transform(self, images):
+        """(N, H, W, C), the fitted (H, W, C) -> (N, h * w * C * K) or (N, h, w, C * K) float32."""
+        check_is_fitted(self, "input_shape_")
+        shape = np.shape(images)
+        if tuple(shape[1:]) != self.input_shape_:
+            expected = ", ".join(map(str, self.input_shape_))
+            raise ValueError(f"images must have shape (N, {expected}) as in fit; got {shape}")
+        features = scatter(images, self.J, self.L, self.max_order, self.phase,
+                           batch_size=self.batch_size, progress=self.progress,
+                           cache_dir=self.cache_dir)
+        return features.reshape(len(features), -1) if self.flatten else features
