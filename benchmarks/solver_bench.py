@@ -12,8 +12,12 @@
 The kernel is an RBF kernel on normalized pixels of the JPEG copy of CIFAR-10 in
 ../shared/data (test accuracy on the JPEG copy runs a few points below the original images; the
 point here is solver speed and agreement, not the kernel). Writes benchmarks/results/solver_bench.json.
+``--backend`` picks where tangentless' solvers run ("scipy": host LAPACK; "jax": float64 on JAX's
+default device, e.g. a GPU; default: JAX where it sees a GPU) and is recorded in the JSON (jax
+times include its compilation of each new array shape; BCD adds the device's peak memory);
+scikit-learn always runs on the host.
 Usage: python -m tangentless.benchmarks.solver_bench [--sizes 2000 5000 10000 20000]
-       [--convergence-n 10000] [--bcd-n 40000] [--bcd-epochs 3]
+       [--convergence-n 10000] [--bcd-n 40000] [--bcd-epochs 3] [--backend scipy|jax]
 """
 from __future__ import annotations
 
@@ -76,7 +80,7 @@ def accuracy_scorer():
     return make_scorer(lambda y, p: float(np.mean(np.argmax(y, 1) == np.argmax(p, 1))))
 
 
-def compare_with_sklearn(k_train, y_train, k_test, y_test) -> dict:
+def compare_with_sklearn(k_train, y_train, k_test, y_test, backend: str) -> dict:
     """Both ways of choosing alpha in tangentless (exact LOO from one eigendecomposition; a
     stratified 20% hold-out with one Cholesky per alpha, then a refit) against GridSearchCV."""
     from sklearn.kernel_ridge import KernelRidge
@@ -87,7 +91,8 @@ def compare_with_sklearn(k_train, y_train, k_test, y_test) -> dict:
     out = {"n": len(k_train)}
     for selection in ("loo", "holdout"):
         start = time.perf_counter()
-        ours = KernelRidgeClassifier(alphas=ALPHAS, selection=selection).fit(k_train, y_train)
+        ours = KernelRidgeClassifier(alphas=ALPHAS, selection=selection,
+                                     backend=backend).fit(k_train, y_train)
         accuracy = float(np.mean(ours.predict(k_test) == y_test))
         out[selection] = {"solver": ours.solver_, "seconds": round(time.perf_counter() - start, 2),
                           "alpha": float(ours.alpha_), "test_accuracy": accuracy,
@@ -106,7 +111,7 @@ def compare_with_sklearn(k_train, y_train, k_test, y_test) -> dict:
     return out
 
 
-def convergence(k_train, y_train, k_test, y_test, alpha: float) -> dict:
+def convergence(k_train, y_train, k_test, y_test, alpha: float, backend: str) -> dict:
     """CG and Nystrom against the direct (Cholesky) solution at one alpha."""
     from tangentless.solvers.direct import solve_cholesky
     from tangentless.solvers.iterative import pcg
@@ -114,7 +119,7 @@ def convergence(k_train, y_train, k_test, y_test, alpha: float) -> dict:
 
     y = np.eye(10)[y_train]
     start = time.perf_counter()
-    direct = solve_cholesky(k_train, y, alpha)
+    direct = solve_cholesky(k_train, y, alpha, backend=backend)
     direct_seconds = time.perf_counter() - start
     reference = k_test @ direct
     relative = lambda p: float(np.linalg.norm(p - reference) / np.linalg.norm(reference))
@@ -123,7 +128,7 @@ def convergence(k_train, y_train, k_test, y_test, alpha: float) -> dict:
            "direct_test_accuracy": accuracy(reference), "cg": [], "nystrom": []}
     for rank in (100, 500):
         start = time.perf_counter()
-        result = pcg(k_train, y, alpha, rank=rank, tol=1e-8, max_iter=1000)
+        result = pcg(k_train, y, alpha, rank=rank, tol=1e-8, max_iter=1000, backend=backend)
         p = k_test @ result.coef
         out["cg"].append({"rank": rank, "iterations": int(result.iterations),
                           "seconds": round(time.perf_counter() - start, 2),
@@ -131,7 +136,8 @@ def convergence(k_train, y_train, k_test, y_test, alpha: float) -> dict:
     for m in sorted({min(m, len(k_train)) for m in (500, 2000, len(k_train) // 2)}):
         centers = uniform_centers(len(k_train), m, seed=0)
         start = time.perf_counter()
-        coef = nystrom_fit(k_train[:, centers], k_train[np.ix_(centers, centers)], y, alpha)
+        coef = nystrom_fit(k_train[:, centers], k_train[np.ix_(centers, centers)], y, alpha,
+                           backend=backend)
         p = k_test[:, centers] @ coef
         out["nystrom"].append({"centers": m, "seconds": round(time.perf_counter() - start, 2),
                                "prediction_relative_error": relative(p), "test_accuracy": accuracy(p)})
@@ -150,7 +156,20 @@ def write_zarr_kernel(features, gamma: float, path: pathlib.Path, rows_per_chunk
     return store
 
 
-def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int) -> dict:
+def device_peak_gib(backend: str) -> float | None:
+    """Peak memory JAX's default device reports for this process, GiB (None for scipy, or where
+    the device keeps no statistics, as on the CPU)."""
+    if backend != "jax":
+        return None
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2 ** 30, 3)
+
+
+def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int,
+            backend: str) -> dict:
     """Child process: BCD on the stored kernel; returns per-epoch residuals and peak memory."""
     import zarr
 
@@ -160,12 +179,13 @@ def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int) 
     kernel = zarr.open_array(path, mode="r")
     y = np.eye(10)[np.load(labels)]
     start = time.perf_counter()
-    result = bcd(kernel, y, alpha, block_size=block_size, epochs=epochs, tol=0.0, progress=False)
+    result = bcd(kernel, y, alpha, block_size=block_size, epochs=epochs, tol=0.0, progress=False,
+                 backend=backend)
     seconds = time.perf_counter() - start
     return {"n": kernel.shape[0], "alpha": alpha, "block_size": block_size, "epochs": epochs,
             "seconds_per_epoch": round(seconds / epochs, 1),
             "relative_residual_per_epoch": [float(r) for r in result.residual_norms],
-            "peak_rss_gib": peak_rss_gib()}
+            "peak_rss_gib": peak_rss_gib(), "device_peak_gib": device_peak_gib(backend)}
 
 
 def main(argv=None) -> None:
@@ -175,30 +195,40 @@ def main(argv=None) -> None:
     parser.add_argument("--bcd-n", type=int, default=40000, help="0 skips")
     parser.add_argument("--bcd-epochs", type=int, default=2)
     parser.add_argument("--bcd-block", type=int, default=2000)
+    parser.add_argument("--backend", choices=("scipy", "jax"), default=None,
+                        help="where tangentless' solvers run (default: jax where JAX sees a GPU)")
     parser.add_argument("--bcd-child", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "solver_bench.json")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="default: results/solver_bench.json, or solver_bench_jax.json for "
+                             "the jax backend")
     args = parser.parse_args(argv)
     if args.bcd_child:
         print(json.dumps(run_bcd(**json.loads(args.bcd_child))))
         return
 
     from tangentless.benchmarks.machine import describe_machine
+    from tangentless.solvers import default_backend
 
+    backend = args.backend or default_backend()
+    out = args.out or RESULTS / ("solver_bench.json" if backend == "scipy"
+                                 else f"solver_bench_{backend}.json")
     n_max = max([*args.sizes, args.convergence_n, args.bcd_n])
     train, train_labels, test, test_labels = normalized_features(n_max)
     gamma = bandwidth(train)
-    report = {"benchmark": "solver_bench", "machine": describe_machine(), "alphas": ALPHAS.tolist(),
+    report = {"benchmark": "solver_bench", "machine": describe_machine(), "backend": backend,
+              "alphas": ALPHAS.tolist(),
               "kernel": f"RBF, gamma={gamma:.4g}, on per-image normalized CIFAR-10 JPEG pixels",
               "test_images": TEST_IMAGES, "selection": [], "convergence": None, "bcd": None}
 
     def save():
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
 
     for n in args.sizes:
         k_train = rbf(train[:n], train[:n], gamma)
         k_test = rbf(test, train[:n], gamma)
-        report["selection"].append(compare_with_sklearn(k_train, train_labels[:n], k_test, test_labels))
+        report["selection"].append(compare_with_sklearn(k_train, train_labels[:n], k_test,
+                                                        test_labels, backend))
         print(json.dumps(report["selection"][-1]), flush=True)
         save()
     if args.convergence_n:
@@ -206,7 +236,7 @@ def main(argv=None) -> None:
         k_train, k_test = rbf(train[:n], train[:n], gamma), rbf(test, train[:n], gamma)
         chosen = [r["loo"]["alpha"] for r in report["selection"] if r["n"] == n]
         report["convergence"] = convergence(k_train, train_labels[:n], k_test, test_labels,
-                                            chosen[0] if chosen else 1e-2)
+                                            chosen[0] if chosen else 1e-2, backend)
         print(json.dumps(report["convergence"]), flush=True)
         save()
         del k_train, k_test
@@ -218,7 +248,8 @@ def main(argv=None) -> None:
             write_seconds = time.perf_counter() - start
             np.save(labels, train_labels[:args.bcd_n])
             config = {"path": str(path), "labels": str(labels), "alpha": 1e-2,
-                      "epochs": args.bcd_epochs, "block_size": args.bcd_block}
+                      "epochs": args.bcd_epochs, "block_size": args.bcd_block,
+                      "backend": backend}
             child = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.solver_bench",
                                     "--bcd-child", json.dumps(config)], capture_output=True, text=True)
             if child.returncode:
@@ -227,7 +258,7 @@ def main(argv=None) -> None:
                                  zarr_write_seconds=round(write_seconds, 1), storage="float32 Zarr")
         print(json.dumps(report["bcd"]), flush=True)
         save()
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Kernel ridge solvers: direct (Cholesky), the eigen regularization path with exact leave-one-out,
 block coordinate descent and preconditioned CG over block sources (arrays, memmaps, Zarr, kernels
 computed on demand), Nystrom / FALKON, and scikit-learn classifiers on precomputed kernels and on
-images."""
+images. Each solver takes ``backend``: "scipy" (host), "jax" (float64 on JAX's default device)
+or None (``default_backend()``: JAX where it sees a GPU, else scipy)."""
+from ._backend import default_backend
 from .blocks import BlockSource, as_block_source
 from .compositional import CompositionalKernelClassifier
 from .direct import JitterWarning, NotPositiveDefiniteError, solve_cholesky
@@ -12,5 +14,5 @@ from .nystrom import nystrom_fit, uniform_centers
 
 __all__ = ["BCDResult", "BlockSource", "CGResult", "CompositionalKernelClassifier", "EigenPath",
            "JitterWarning", "KernelRidgeClassifier", "NotPositiveDefiniteError", "as_block_source",
-           "bcd", "eigen_path", "loo_errors", "nystrom_fit", "pcg", "psd_eigh", "solve_cholesky",
-           "uniform_centers"]
+           "bcd", "default_backend", "eigen_path", "loo_errors", "nystrom_fit", "pcg", "psd_eigh",
+           "solve_cholesky", "uniform_centers"]

@@ -8,6 +8,7 @@ returned as float64 and checked for its shape and for NaN/inf on the way out.
 """
 from __future__ import annotations
 
+import mmap
 from typing import Callable
 
 import numpy as np
@@ -54,16 +55,23 @@ class BlockSource:
     """A (n, m) matrix read in blocks; ``read(rows, cols)`` does the reading, this class checks it.
 
     ``rows`` and ``cols`` passed to ``read`` are step-1 slices or 1-D int64 index arrays.
+    ``in_memory``: the whole matrix already sits in host memory (a numpy array, not a memmap), so
+    a device may copy it once instead of block by block.
     """
 
     def __init__(self, read: Callable[[Index, Index], np.ndarray], shape: tuple[int, int],
-                 name: str = "K", diagonal: Callable[[], np.ndarray] | None = None):
+                 name: str = "K", diagonal: Callable[[], np.ndarray] | None = None,
+                 in_memory: bool = False):
         self._read, self._diagonal = read, diagonal
         self.shape = (int(shape[0]), int(shape[1]))
         self.name = name
+        self.in_memory = in_memory
 
-    def block(self, rows, cols) -> np.ndarray:
-        """K[rows, cols] as a (len(rows), len(cols)) float64 array; ValueError on NaN/inf."""
+    def block(self, rows, cols, *, keep_float32: bool = False) -> np.ndarray:
+        """K[rows, cols] as a (len(rows), len(cols)) float64 array; ValueError on NaN/inf.
+
+        ``keep_float32``: blocks stored as float32 stay float32 (half the bytes to a device).
+        """
         rows, cols = _index(rows, self.shape[0], "rows"), _index(cols, self.shape[1], "cols")
         where = f"{self.name}[{_describe(rows)}, {_describe(cols)}]"
         try:
@@ -75,7 +83,8 @@ class BlockSource:
             raise ValueError(f"block {where} has shape {arr.shape}; expected {expected}")
         if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise ValueError(f"block {where} must hold real numbers; got dtype {arr.dtype}")
-        arr = arr.astype(np.float64, copy=False)
+        if not (keep_float32 and arr.dtype == np.float32):
+            arr = arr.astype(np.float64, copy=False)
         if not np.isfinite(arr.sum()):  # cheap test first; a sum can also overflow, so confirm
             bad = ~np.isfinite(arr)
             if bad.any():
@@ -84,9 +93,9 @@ class BlockSource:
                                  f"(first at local row {i}, column {j})")
         return arr
 
-    def rows(self, rows) -> np.ndarray:
-        """K[rows, :] as a (b, m) float64 array."""
-        return self.block(rows, slice(None))
+    def rows(self, rows, *, keep_float32: bool = False) -> np.ndarray:
+        """K[rows, :] as a (b, m) float64 array (float32 if stored so and ``keep_float32``)."""
+        return self.block(rows, slice(None), keep_float32=keep_float32)
 
     def diagonal(self) -> np.ndarray:
         """diag(K) as a (n,) float64 array (square sources only).
@@ -118,12 +127,22 @@ def _array_shape(obj, name: str) -> tuple[int, int]:
     return tuple(obj.shape)
 
 
+def _is_memory_mapped(arr: np.ndarray) -> bool:
+    """Whether ``arr``, or an array it is a view of, is backed by a memory-mapped file."""
+    while isinstance(arr, np.ndarray):
+        if isinstance(arr, np.memmap):
+            return True
+        arr = arr.base
+    return isinstance(arr, mmap.mmap)
+
+
 def _numpy_source(arr: np.ndarray, name: str) -> BlockSource:
     def read(rows, cols):
         block = arr[rows]
         whole = isinstance(cols, slice) and cols == slice(0, arr.shape[1])
         return block if whole else block[:, cols]
-    return BlockSource(read, _array_shape(arr, name), name, diagonal=lambda: np.diagonal(arr))
+    return BlockSource(read, _array_shape(arr, name), name, diagonal=lambda: np.diagonal(arr),
+                       in_memory=not _is_memory_mapped(arr))
 
 
 def _zarr_source(arr, name: str) -> BlockSource:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
-import scipy.linalg
 
+from ._backend import use_backend
 from ._checks import check_alpha, check_kernel, check_symmetric, check_targets
 
 
@@ -15,12 +16,6 @@ class NotPositiveDefiniteError(ValueError):
 
 class JitterWarning(RuntimeWarning):
     """Jitter was added to the diagonal to make a Cholesky factorization succeed."""
-
-
-def _eigenvalue_extremes(work: np.ndarray) -> tuple[float, float]:
-    """Smallest and largest eigenvalue of the symmetric (n, n) ``work``, which is overwritten."""
-    values = scipy.linalg.eigvalsh(work, overwrite_a=True, check_finite=False)
-    return float(values[0]), float(values[-1])
 
 
 def indefiniteness_report(what: str, lo: float, hi: float) -> str:
@@ -39,23 +34,28 @@ def _shift_into(work: np.ndarray, k: np.ndarray, shift: float) -> np.ndarray:
     return work
 
 
-def _factor(k: np.ndarray, shift: float, work: np.ndarray):
-    """Cholesky factor (lower, in place in ``work``) of k + shift I; None if it fails."""
-    try:
-        return scipy.linalg.cho_factor(_shift_into(work, k, shift), lower=True, overwrite_a=True,
-                                       check_finite=False)
-    except np.linalg.LinAlgError:
-        return None
+def _shifted_kernel(ops, k: np.ndarray) -> Callable[[float], object]:
+    """shift -> k + shift I on the backend of ``ops``, for factoring (which may overwrite it).
+
+    Host: written into one reused Fortran-ordered (n, n) float64 workspace, factored in place.
+    JAX: k is copied to the device once; each shift is one new (n, n) device array.
+    """
+    if ops.name == "scipy":
+        work = np.empty(k.shape, order="F")
+        return lambda shift: _shift_into(work, k, shift)
+    k_device = ops.array(k)
+    diagonal = ops.xp.arange(k.shape[0])
+    return lambda shift: k_device.at[diagonal, diagonal].add(shift)
 
 
-def _jittered_factor(k: np.ndarray, alpha: float, max_jitter: float, work: np.ndarray):
+def _jittered_factor(ops, shifted, mean_diagonal: float, alpha: float, max_jitter: float):
     """Factor of k + (alpha + jitter) I for the first jitter in 1e-10, 1e-8, ... max_jitter times
     the mean diagonal of k that works, with a ``JitterWarning`` naming it; None if none does."""
-    scale = abs(float(np.mean(np.diag(k))))
+    scale = abs(mean_diagonal)
     if scale == 0:
         return None
     for level in np.unique(np.minimum(10.0 ** np.arange(-10, 1, 2), max_jitter)):
-        factor = _factor(k, alpha + level * scale, work)
+        factor = ops.cholesky(shifted(alpha + level * scale))
         if factor is not None:
             warnings.warn(f"K + alpha I (alpha={alpha:.3g}) is not positive definite; added "
                           f"jitter {level * scale:.3e} (= {level:.0e} x the mean diagonal "
@@ -64,14 +64,18 @@ def _jittered_factor(k: np.ndarray, alpha: float, max_jitter: float, work: np.nd
     return None
 
 
-def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-2) -> np.ndarray:
+def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-2,
+                   backend: str | None = None) -> np.ndarray:
     """Solve (K + alpha I) coef = Y; K (n, n) symmetric, Y (n,) or (n, c) -> coef (n, c) float64.
 
-    Uses one (n, n) float64 workspace besides K, which the factorization overwrites. If the
-    matrix is not positive definite, raises ``NotPositiveDefiniteError`` stating its smallest
-    eigenvalue relative to its largest. With ``jitter=True`` it instead retries with jitter
-    1e-10, 1e-8, ... up to ``max_jitter`` times the mean diagonal of K added to the diagonal, and
-    warns (``JitterWarning``) with the jitter that was used.
+    If the matrix is not positive definite, raises ``NotPositiveDefiniteError`` stating its
+    smallest eigenvalue relative to its largest. With ``jitter=True`` it instead retries with
+    jitter 1e-10, 1e-8, ... up to ``max_jitter`` times the mean diagonal of K added to the
+    diagonal, and warns (``JitterWarning``) with the jitter that was used.
+
+    backend: "scipy" (LAPACK on the host: one (n, n) float64 workspace besides K, which the
+    factorization overwrites), "jax" (float64 on JAX's default device, a GPU where present: K
+    plus two (n, n) float64 arrays there) or None (``default_backend()``).
     """
     k = check_kernel(K)
     check_symmetric(k)
@@ -79,14 +83,15 @@ def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-
     alpha = check_alpha(alpha)
     if not (np.isfinite(max_jitter) and max_jitter > 0):
         raise ValueError(f"max_jitter must be finite and > 0; got {max_jitter}")
-    work = np.empty(k.shape, order="F")
-    factor = _factor(k, alpha, work)
-    if factor is None and jitter:
-        factor = _jittered_factor(k, alpha, max_jitter, work)
-    if factor is None:
-        tried = (f"; jitter up to {max_jitter:g} x the mean diagonal did not help" if jitter
-                 else "; use a larger alpha, or jitter=True")
-        extremes = _eigenvalue_extremes(_shift_into(work, k, alpha))
-        raise NotPositiveDefiniteError(
-            indefiniteness_report(f"K + alpha I (alpha={alpha:.3g})", *extremes) + tried)
-    return scipy.linalg.cho_solve(factor, y, check_finite=False)
+    with use_backend(backend) as ops:
+        shifted = _shifted_kernel(ops, k)
+        factor = ops.cholesky(shifted(alpha))
+        if factor is None and jitter:
+            factor = _jittered_factor(ops, shifted, float(np.mean(np.diag(k))), alpha, max_jitter)
+        if factor is None:
+            tried = (f"; jitter up to {max_jitter:g} x the mean diagonal did not help" if jitter
+                     else "; use a larger alpha, or jitter=True")
+            values = ops.eigvalsh(shifted(alpha))
+            raise NotPositiveDefiniteError(indefiniteness_report(
+                f"K + alpha I (alpha={alpha:.3g})", float(values[0]), float(values[-1])) + tried)
+        return ops.to_numpy(ops.cho_solve(factor, ops.array(y)))

@@ -8,9 +8,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._backend import resolve_backend
 from ._checks import check_alphas, check_kernel
 from .direct import solve_cholesky
 from .eigen import eigen_path, psd_tolerance
+from .iterative import bcd, pcg
+from .nystrom import nystrom_fit, uniform_centers
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, -1, 8))
 SOLVERS = ("auto", "cholesky", "eigen", "bcd", "cg", "nystrom")
@@ -46,13 +49,16 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
     "cg", "nystrom" (``tangentless.solvers.iterative`` / ``.nystrom``); "auto" is "eigen" for
     n <= ``max_loo_size``, else "cholesky". ``solver_params`` go to an explicit cholesky, bcd, cg or
     nystrom solver (e.g. ``{"jitter": True}``, ``{"epochs": 20}``, ``{"solver": "falkon"}``).
-    "nystrom" fits on ``n_centers`` training points drawn with ``random_state``, which also seeds
-    the holdout split. ``center=True`` subtracts the class frequencies from the targets and adds
-    them back to the scores (the LOO holds them fixed rather than recomputing them without each
-    point).
+    "nystrom" fits on ``n_centers`` training points drawn uniformly (``uniform_centers``, seeded
+    from ``random_state``, which also seeds the holdout split). ``center=True`` subtracts the
+    class frequencies from the targets and adds them back to the scores (the LOO holds them fixed
+    rather than recomputing them without each point). ``backend``: "scipy" (host), "jax"
+    (float64 on JAX's default device, a GPU where present) or None (``default_backend()``: JAX
+    where it sees a GPU), passed to every solver.
 
     Attributes: classes_; coef_ (n, c), or (n_centers, c) on centers_ (indices; None otherwise);
-    offset_ (c,); alpha_; solver_ (the one used); psd_tol_ (``psd_tolerance`` of K_train's dtype);
+    offset_ (c,); alpha_; solver_ (the one used); backend_ (the one used); psd_tol_
+    (``psd_tolerance`` of K_train's dtype);
     selection_ ("loo", "holdout", or None for a single alpha fitted without one); cv_scores_
     (accuracy for every alpha, LOO or holdout; or None); loo_score_ (LOO accuracy at alpha_, or
     None); path_ (the ``EigenPath`` of a LOO selection, or None); n_features_in_ (= n).
@@ -60,7 +66,7 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, alphas=DEFAULT_ALPHAS, solver="auto", center=False, selection="loo",
                  max_loo_size=20000, holdout_fraction=0.2, n_centers=1000, solver_params=None,
-                 random_state=0):
+                 random_state=0, backend=None):
         self.alphas = alphas
         self.solver = solver
         self.center = center
@@ -70,6 +76,7 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
         self.n_centers = n_centers
         self.solver_params = solver_params
         self.random_state = random_state
+        self.backend = backend
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -87,6 +94,9 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
         if self.solver_params and self.solver in ("auto", "eigen"):
             raise ValueError(f"solver_params apply to an explicit cholesky, bcd, cg or nystrom "
                              f"solver; got solver={self.solver!r}")
+        if "backend" in (self.solver_params or {}):
+            raise ValueError("pass backend to KernelRidgeClassifier(backend=...), not in "
+                             "solver_params")
         if self.solver == "auto":  # held-out selection: one Cholesky per alpha beats an eigh
             loo = self.selection == "loo" and n <= self.max_loo_size
             return check_alphas(self.alphas), "eigen" if loo else "cholesky"
@@ -94,21 +104,19 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
 
     def _solve(self, solver: str, k: np.ndarray, targets: np.ndarray, alpha: float):
         """Coefficients for one alpha, and the center indices they sit on (None: all points)."""
-        params = dict(self.solver_params or {})
+        params = dict(self.solver_params or {}, backend=self.backend_)
         if solver == "eigen":
-            return eigen_path(k, targets, alpha, psd_tol=self.psd_tol_).coef[0], None
+            return eigen_path(k, targets, alpha, psd_tol=self.psd_tol_,
+                              backend=self.backend_).coef[0], None
         if solver == "cholesky":
             return solve_cholesky(k, targets, alpha, **params), None
         if solver == "bcd":
-            from .iterative import bcd
             return bcd(k, targets, alpha, **params).coef, None
         if solver == "cg":
-            from .iterative import pcg
             return pcg(k, targets, alpha, **params).coef, None
-        from .nystrom import nystrom_fit
         n = k.shape[0]
-        centers = np.sort(check_random_state(self.random_state).choice(
-            n, min(self.n_centers, n), replace=False))
+        seed = check_random_state(self.random_state).randint(2 ** 31)
+        centers = uniform_centers(n, min(self.n_centers, n), seed=seed)
         coef = nystrom_fit(k[:, centers], k[np.ix_(centers, centers)], targets, alpha, **params)
         return coef, centers
 
@@ -123,7 +131,8 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
         targets, offset = _one_hot(labels[fit_idx], n_classes, self.center)
         k_fit, k_held = k[np.ix_(fit_idx, fit_idx)], k[np.ix_(held_idx, fit_idx)]
         if solver == "eigen":
-            path = eigen_path(k_fit, targets, alphas, psd_tol=self.psd_tol_)
+            path = eigen_path(k_fit, targets, alphas, psd_tol=self.psd_tol_,
+                              backend=self.backend_)
             fits = [(coef, None) for coef in path.coef]
         else:
             fits = [self._solve(solver, k_fit, targets, alpha) for alpha in alphas]
@@ -145,6 +154,7 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
                              "least 2 classes")
         n = k.shape[0]
         alphas, self.solver_ = self._check_params(n)
+        self.backend_ = resolve_backend(self.backend)
         targets, self.offset_ = _one_hot(labels, self.classes_.size, self.center)
         self.path_ = self.cv_scores_ = self.loo_score_ = self.selection_ = None
         self.centers_ = None
@@ -152,7 +162,7 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
         if loo and (alphas.size > 1 or self.solver_ == "eigen"):
             self.selection_ = "loo"
             self.path_ = eigen_path(k, targets, alphas, labels=labels, offset=self.offset_,
-                                    psd_tol=self.psd_tol_)
+                                    psd_tol=self.psd_tol_, backend=self.backend_)
             best = _best(self.path_.loo_accuracy, self.path_.loo_mse)
             self.alpha_, self.cv_scores_ = float(alphas[best]), self.path_.loo_accuracy
             self.loo_score_ = float(self.cv_scores_[best])

@@ -4,6 +4,12 @@
   block in memory at a time, exact b x b solves.
 - :func:`pcg`: conjugate gradient on all right-hand sides at once, each column stopping on its
   own, with the randomized Nystrom preconditioner of Frangella, Tropp and Udell (2021).
+
+Every function takes ``backend``: "scipy" (numpy / LAPACK on the host), "jax" (float64 on JAX's
+default device, a GPU where present) or None (``default_backend()``: JAX where it sees a GPU).
+On "jax" the row-block products and block Cholesky solves run on the device; blocks of a memmap,
+Zarr or callable source cross one at a time as stored (float32 stays float32 until the device
+casts it), an in-memory numpy kernel crosses once. Inputs and results are host numpy arrays.
 """
 from __future__ import annotations
 
@@ -12,9 +18,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import scipy.linalg
 from tqdm.auto import tqdm
 
+from ._backend import use_backend
+from ._cg import batched_cg
 from ._checks import check_alpha, check_targets
 from .blocks import BlockSource, as_block_source, row_blocks
 
@@ -42,37 +49,39 @@ class CGResult:
     converged: np.ndarray
 
 
-def _scale(y: np.ndarray) -> np.ndarray:
-    """Column norms of Y, with 1 for zero columns (their residual is then absolute)."""
-    norms = np.linalg.norm(y, axis=0)
-    return np.where(norms > 0, norms, 1.0)
+def _block_matmul(ops, rows: Callable[[slice], object], blocks: list[slice], x):
+    """K @ x (n, k) on the backend of ``ops``, from row blocks ``rows(b)`` (b, m) and x (m, k)."""
+    return ops.xp.concatenate([rows(b) @ x for b in blocks])
 
 
-def kernel_matmul(source: BlockSource, x: np.ndarray, block_size: int = 1000) -> np.ndarray:
-    """K @ x for a (n, m) source and x (m, k), reading K in row blocks: (n, k) float64."""
-    out = np.empty((source.shape[0], x.shape[1]))
-    for b in row_blocks(source.shape[0], block_size):
-        out[b] = source.rows(b) @ x
-    return out
+def kernel_matmul(source: BlockSource, x: np.ndarray, block_size: int = 1000, *,
+                  backend: str | None = None) -> np.ndarray:
+    """K @ x for a (n, m) source and x (m, k), reading K in row blocks: (n, k) float64 on the
+    host, computed on ``backend`` (see the module docstring)."""
+    with use_backend(backend) as ops:
+        blocks = row_blocks(source.shape[0], block_size)
+        return ops.to_numpy(_block_matmul(ops, ops.row_reader(source), blocks, ops.array(x)))
 
 
-def _block_factor(k_bb: np.ndarray, alpha: float, b: slice):
-    """Cholesky factor of K_BB + alpha I; ValueError naming the block if not symmetric or PD."""
-    scale = np.abs(k_bb).max()
-    if np.abs(k_bb - k_bb.T).max() > 1e-6 * scale:
+def _block_factor(ops, k_bb, alpha: float, b: slice):
+    """Lower Cholesky factor of K_BB + alpha I; ValueError naming the block if not symmetric or
+    positive definite."""
+    xp = ops.xp
+    scale = float(xp.abs(k_bb).max())
+    if float(xp.abs(k_bb - k_bb.T).max()) > 1e-6 * scale:
         raise ValueError(f"K[{b.start}:{b.stop}, {b.start}:{b.stop}] is not symmetric (to 1e-6 of "
                          "its largest entry); bcd needs a symmetric kernel")
-    try:
-        return scipy.linalg.cho_factor(k_bb + alpha * np.eye(len(k_bb)), lower=True)
-    except np.linalg.LinAlgError:
+    factor = ops.cholesky(k_bb + alpha * xp.eye(k_bb.shape[0]))
+    if factor is None:
         raise ValueError(f"K[{b.start}:{b.stop}, {b.start}:{b.stop}] + alpha I is not positive "
-                         f"definite (alpha={alpha:g}): K is not PSD or alpha is too small"
-                         ) from None
+                         f"definite (alpha={alpha:g}): K is not PSD or alpha is too small")
+    return factor
 
 
 def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: float = 1e-6,
         coef0=None, seed: int = 0, order: str = "random", progress: bool = False,
-        callback: Callable[[int, np.ndarray, float], bool | None] | None = None) -> BCDResult:
+        callback: Callable[[int, np.ndarray, float], bool | None] | None = None,
+        backend: str | None = None) -> BCDResult:
     """Solve (K + alpha I) coef = Y by block coordinate descent (exact block Gauss-Seidel).
 
     source: symmetric PSD (n, n) kernel, anything :func:`as_block_source` takes. Y: (n,) or (n, c).
@@ -81,7 +90,8 @@ def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: floa
     (``order="random"``) or in order (``"cyclic"``). For block B it reads K[B, :] once, solves
     (K_BB + alpha I) delta = R_B by Cholesky (factors kept across epochs), sets coef_B += delta
     and R -= K[B, :]^T delta (R_B -= alpha delta), using K's symmetry (checked on each K_BB).
-    Memory: one (b, n) block, the diagonal-block factors (n b in all) and coef, R (n, c).
+    Memory: one (b, n) block, the diagonal-block factors (n b in all) and coef, R (n, c); on
+    ``backend="jax"`` these live on the device (plus K itself if it is an in-memory array).
     Convergence is linear at a rate set by cond(K + alpha I): tens of epochs at condition ~1e2,
     hundreds at ~1e3 (RBF digits); prefer :func:`pcg` for ill-conditioned kernels.
 
@@ -89,7 +99,8 @@ def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: floa
     updates, so it is the true residual up to accumulated rounding and costs no extra pass over K.
     A warm start ``coef0`` costs one pass to form its residual; if that already meets ``tol`` the
     solver returns with epochs_run = 0. ``callback(epoch, coef, residual)`` runs after each
-    epoch; returning True stops. Warns if ``tol`` is not reached in ``epochs`` epochs.
+    epoch with coef (n, c) on the host; returning True stops. Warns if ``tol`` is not reached in
+    ``epochs`` epochs.
     """
     source = as_block_source(source)
     n = source.shape[0]
@@ -99,38 +110,49 @@ def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: floa
         raise ValueError(f"epochs must be >= 0; got {epochs}")
     if order not in ("random", "cyclic"):
         raise ValueError(f"order must be 'random' or 'cyclic'; got {order!r}")
+    if coef0 is not None:
+        coef0 = check_targets(coef0, n, "coef0")
+        if coef0.shape != y.shape:
+            raise ValueError(f"coef0 has shape {coef0.shape}; Y needs {y.shape}")
     blocks = row_blocks(n, block_size)
     scale = np.linalg.norm(y) or 1.0
-    if coef0 is None:
-        coef, resid = np.zeros_like(y), y.copy()
-    else:
-        coef = check_targets(coef0, n, "coef0").copy()
-        if coef.shape != y.shape:
-            raise ValueError(f"coef0 has shape {coef.shape}; Y needs {y.shape}")
-        resid = y - kernel_matmul(source, coef, block_size) - alpha * coef
-    norms = [np.linalg.norm(resid) / scale]
     rng = np.random.default_rng(seed)
-    factors = {}  # Cholesky of each diagonal block, b^2 each: n b in all, one row block's worth
-    total = int(epochs) * len(blocks)
-    with tqdm(total=total, unit="block", desc="bcd", disable=not progress) as bar:
-        for epoch in range(1, int(epochs) + 1):
-            if norms[-1] <= tol:
-                break
-            for i in (rng.permutation(len(blocks)) if order == "random" else range(len(blocks))):
-                b = blocks[i]
-                k_b = source.rows(b)
-                if i not in factors:
-                    factors[i] = _block_factor(k_b[:, b], alpha, b)
-                delta = scipy.linalg.cho_solve(factors[i], resid[b])
-                coef[b] += delta
-                resid -= k_b.T @ delta
-                resid[b] -= alpha * delta
-                bar.update()
-                if progress:
-                    bar.set_postfix(residual=f"{np.linalg.norm(resid) / scale:.2e}", refresh=False)
-            norms.append(np.linalg.norm(resid) / scale)
-            if callback is not None and callback(epoch, coef, norms[-1]):
-                break
+    with use_backend(backend) as ops:
+        xp, rows = ops.xp, ops.row_reader(source)
+        resid = ops.array(y)
+        if coef0 is None:
+            coef = xp.zeros_like(resid)
+        else:
+            coef = ops.array(coef0)
+            resid = resid - _block_matmul(ops, rows, blocks, coef) - alpha * coef
+
+        def relative_residual() -> float:
+            return float(xp.linalg.norm(resid)) / scale
+
+        norms = [relative_residual()]
+        factors = {}  # Cholesky of each diagonal block, b^2 each: n b in all, one row block's worth
+        total = int(epochs) * len(blocks)
+        with tqdm(total=total, unit="block", desc="bcd", disable=not progress) as bar:
+            for epoch in range(1, int(epochs) + 1):
+                if norms[-1] <= tol:
+                    break
+                for i in (rng.permutation(len(blocks)) if order == "random"
+                          else range(len(blocks))):
+                    b = blocks[i]
+                    k_b = rows(b)
+                    if i not in factors:
+                        factors[i] = _block_factor(ops, k_b[:, b], alpha, b)
+                    delta = ops.cho_solve(factors[i], resid[b])
+                    coef = ops.add_rows(coef, b, delta)
+                    resid -= k_b.T @ delta
+                    resid = ops.add_rows(resid, b, -alpha * delta)
+                    bar.update()
+                    if progress:
+                        bar.set_postfix(residual=f"{relative_residual():.2e}", refresh=False)
+                norms.append(relative_residual())
+                if callback is not None and callback(epoch, ops.to_numpy(coef), norms[-1]):
+                    break
+        coef = ops.to_numpy(coef)
     converged = bool(norms[-1] <= tol)
     if not converged:
         warnings.warn(f"bcd: relative residual {norms[-1]:.2e} > tol={tol:g} after "
@@ -138,82 +160,49 @@ def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: floa
     return BCDResult(coef, np.array(norms), len(norms) - 1, converged)
 
 
+def _nystrom_preconditioner(ops, rows: Callable[[slice], object], blocks: list[slice], n: int,
+                            rank: int, mu: float, seed: int) -> Callable:
+    """P^-1 for K + mu I as a function of backend arrays (n, k); see nystrom_preconditioner."""
+    xp = ops.xp
+    rank = int(min(rank, n))
+    omega, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, rank)))
+    omega = ops.array(omega)  # drawn on the host: the same sketch on every backend
+    sketch = _block_matmul(ops, rows, blocks, omega)
+    nu = np.sqrt(n) * np.spacing(float(xp.linalg.norm(sketch, 2)))
+    sketch = sketch + nu * omega
+    core = omega.T @ sketch
+    lower = ops.cholesky((core + core.T) / 2)
+    if lower is None:
+        raise ValueError("Nystrom sketch Omega^T K Omega is not positive definite: K is not PSD")
+    b = ops.solve_triangular(lower, sketch.T, lower=True).T  # Y_nu C^-1 with C = L^T
+    u, sigma, _ = xp.linalg.svd(b, full_matrices=False)
+    lam = xp.maximum(sigma ** 2 - nu, 0.0)
+    if float(lam[-1]) + mu <= 0:
+        raise ValueError(f"Nystrom preconditioner with alpha=0 needs rank <= rank(K); the sketch "
+                         f"of rank {rank} has a zero eigenvalue: use alpha > 0 or a smaller rank")
+    gain = (lam[-1] + mu) / (lam + mu) - 1.0
+    return lambda r: r + u @ (gain[:, None] * (u.T @ r))
+
+
 def nystrom_preconditioner(source: BlockSource, rank: int, mu: float, *, seed: int = 0,
-                           block_size: int = 1000) -> Callable[[np.ndarray], np.ndarray]:
+                           block_size: int = 1000, backend: str | None = None
+                           ) -> Callable[[np.ndarray], np.ndarray]:
     """P^-1 for K + mu I from a randomized rank-``rank`` Nystrom approximation K ~ U Lambda U^T.
 
     Frangella, Tropp, Udell (2021), Algorithms 2.1 and 5.1: one pass Y = K Omega over row blocks
     with an orthonormal Gaussian Omega (n, r), a shift nu for stability, then
-    P^-1 = (lambda_r + mu) U (Lambda + mu I)^-1 U^T + (I - U U^T). Returns a function on (n, k).
+    P^-1 = (lambda_r + mu) U (Lambda + mu I)^-1 U^T + (I - U U^T). Returns a function on host
+    arrays (n, k) -> (n, k); on ``backend="jax"`` U (n, r) stays on the device and it runs there.
     """
-    n = source.shape[0]
-    rank = int(min(rank, n))
-    omega, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, rank)))
-    sketch = kernel_matmul(source, omega, block_size)
-    nu = np.sqrt(n) * np.spacing(np.linalg.norm(sketch, 2))
-    sketch += nu * omega
-    core = omega.T @ sketch
-    try:
-        chol = scipy.linalg.cholesky((core + core.T) / 2, lower=False)
-    except np.linalg.LinAlgError:
-        raise ValueError("Nystrom sketch Omega^T K Omega is not positive definite: "
-                         "K is not PSD") from None
-    b = scipy.linalg.solve_triangular(chol, sketch.T, trans="T", lower=False).T  # Y_nu C^-1
-    u, sigma, _ = scipy.linalg.svd(b, full_matrices=False)
-    lam = np.maximum(sigma ** 2 - nu, 0.0)
-    if lam[-1] + mu <= 0:
-        raise ValueError(f"Nystrom preconditioner with alpha=0 needs rank <= rank(K); the sketch "
-                         f"of rank {rank} has a zero eigenvalue: use alpha > 0 or a smaller rank")
-    gain = (lam[-1] + mu) / (lam + mu) - 1.0
-
-    def apply(r: np.ndarray) -> np.ndarray:
-        return r + u @ (gain[:, None] * (u.T @ r))
-    return apply
-
-
-def _batched_cg(matvec: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
-                precondition: Callable[[np.ndarray], np.ndarray] | None, tol: float,
-                max_iter: int, desc: str, progress: bool = False):
-    """Preconditioned CG on A x_j = y_j for every column j, one matvec per iteration for the
-    columns still running. Returns (x, iterations, residual_norms (iters + 1, c), converged)."""
-    scale = _scale(y)
-    x = np.zeros_like(y)
-    r = y.copy()
-    z = r.copy() if precondition is None else precondition(r)
-    p = z.copy()
-    rz = np.einsum("ij,ij->j", r, z)
-    norms = [np.linalg.norm(r, axis=0) / scale]
-    active = norms[0] > tol
-    iterations = 0
-    with tqdm(total=int(max_iter), unit="pass", desc=desc, disable=not progress) as bar:
-        while active.any() and iterations < max_iter:
-            cols = np.flatnonzero(active)
-            q = matvec(p[:, cols])
-            curvature = np.einsum("ij,ij->j", p[:, cols], q)
-            if not (curvature > 0).all():
-                raise ValueError(f"{desc}: K + alpha I is not positive definite "
-                                 "(p^T A p <= 0); K is not PSD or alpha is 0")
-            step = rz[cols] / curvature
-            x[:, cols] += step * p[:, cols]
-            r[:, cols] -= step * q
-            iterations += 1
-            current = norms[-1].copy()
-            current[cols] = np.linalg.norm(r[:, cols], axis=0) / scale[cols]
-            norms.append(current)
-            active = current > tol
-            cols = np.flatnonzero(active)
-            z_cols = r[:, cols] if precondition is None else precondition(r[:, cols])
-            rz_new = np.einsum("ij,ij->j", r[:, cols], z_cols)
-            p[:, cols] = z_cols + (rz_new / rz[cols]) * p[:, cols]
-            rz[cols] = rz_new
-            bar.update()
-            bar.set_postfix(residual=f"{current.max():.2e}", active=cols.size, refresh=False)
-    return x, iterations, np.array(norms), ~active
+    with use_backend(backend) as ops:
+        n = source.shape[0]
+        return ops.on_host(_nystrom_preconditioner(
+            ops, ops.row_reader(source), row_blocks(n, block_size), n, rank, mu, seed))
 
 
 def pcg(source, Y, alpha, *, rank: int = 200, tol: float = 1e-8, max_iter: int = 500,
         seed: int = 0, preconditioner: str | None = "nystrom", block_size: int = 1000,
-        progress: bool = False) -> CGResult:
+        progress: bool = False, backend: str | None = None) -> CGResult:
     """Solve (K + alpha I) coef = Y by preconditioned conjugate gradient, all columns at once.
 
     source: symmetric PSD (n, n) kernel, anything :func:`as_block_source` takes. Y: (n,) or (n, c).
@@ -223,6 +212,8 @@ def pcg(source, Y, alpha, *, rank: int = 200, tol: float = 1e-8, max_iter: int =
     spends one extra pass on a rank-``rank`` randomized Nystrom sketch (seeded), which clusters
     the spectrum: iterations then depend on the effective dimension, not on cond(K + alpha I).
     Warns for columns that miss ``tol`` within ``max_iter`` iterations.
+    On ``backend="jax"`` the passes over K and the preconditioner run on the device; the CG
+    bookkeeping (O(n c) per iteration) stays on the host in float64.
     """
     source = as_block_source(source)
     n = source.shape[0]
@@ -232,11 +223,14 @@ def pcg(source, Y, alpha, *, rank: int = 200, tol: float = 1e-8, max_iter: int =
         raise ValueError(f"preconditioner must be 'nystrom' or None; got {preconditioner!r}")
     if int(rank) < 1:
         raise ValueError(f"rank must be >= 1; got {rank}")
-    precondition = (nystrom_preconditioner(source, rank, alpha, seed=seed, block_size=block_size)
-                    if preconditioner == "nystrom" else None)
-    coef, iterations, norms, converged = _batched_cg(
-        lambda p: kernel_matmul(source, p, block_size) + alpha * p, y, precondition, tol,
-        int(max_iter), "pcg", progress)
+    with use_backend(backend) as ops:
+        rows, blocks = ops.row_reader(source), row_blocks(n, block_size)
+        precondition = (ops.on_host(_nystrom_preconditioner(ops, rows, blocks, n, rank, alpha,
+                                                            seed))
+                        if preconditioner == "nystrom" else None)
+        matvec = ops.on_host(lambda p: _block_matmul(ops, rows, blocks, p) + alpha * p)
+        coef, iterations, norms, converged = batched_cg(matvec, y, precondition, tol,
+                                                        int(max_iter), "pcg", progress)
     if not converged.all():
         warnings.warn(f"pcg: {int((~converged).sum())} of {converged.size} columns did not reach "
                       f"tol={tol:g} in {max_iter} iterations (worst {norms[-1].max():.2e})",

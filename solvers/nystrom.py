@@ -12,13 +12,14 @@ their lambda = alpha / n. Predictions on new points are K(X_new, centers) @ coef
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
-import scipy.linalg
 
+from ._backend import use_backend
+from ._cg import batched_cg
 from ._checks import check_alpha, check_kernel, check_targets
-from .blocks import BlockSource, as_block_source, row_blocks
-from .iterative import _batched_cg
+from .blocks import as_block_source, row_blocks
 
 __all__ = ["nystrom_fit", "uniform_centers"]
 
@@ -30,79 +31,72 @@ def uniform_centers(n: int, m: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(int(n), size=int(m), replace=False))
 
 
-def _whitener(k_mm: np.ndarray) -> np.ndarray:
-    """Upper-triangular T with T^T T = K_mm + eps tr(K_mm) I (FALKON's jitter, relative)."""
-    m = k_mm.shape[0]
-    jitter = np.finfo(np.float64).eps * max(np.trace(k_mm), np.finfo(np.float64).tiny)
-    try:
-        return scipy.linalg.cholesky((k_mm + k_mm.T) / 2 + jitter * np.eye(m), lower=False)
-    except np.linalg.LinAlgError:
-        raise ValueError("K_mm is not positive semi-definite (Cholesky failed)") from None
+def _whitener(ops, k_mm: np.ndarray):
+    """Lower-triangular L with L L^T = K_mm + eps tr(K_mm) I (FALKON's jitter, relative), on the
+    backend of ``ops``. Whitened coordinates of a (M, k) array x are L^-1 x."""
+    k = ops.array(k_mm)
+    jitter = np.finfo(np.float64).eps * max(float(ops.xp.trace(k)), np.finfo(np.float64).tiny)
+    lower = ops.cholesky((k + k.T) / 2 + jitter * ops.xp.eye(k.shape[0]))
+    if lower is None:
+        raise ValueError("K_mm is not positive semi-definite (Cholesky failed)")
+    return lower
 
 
-def _whitened_rows(t: np.ndarray, k_b: np.ndarray) -> np.ndarray:
-    """T^-T K_b^T: (M, b), the row block K_b (b, M) in whitened coordinates."""
-    return scipy.linalg.solve_triangular(t, k_b.T, trans="T", lower=False)
+def _direct(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y, alpha: float):
+    """Cholesky of G = L^-1 K_nm^T K_nm L^-T + alpha I, accumulated over row blocks (M^2 memory).
 
-
-def _direct(source: BlockSource, t: np.ndarray, y: np.ndarray, alpha: float,
-            block_size: int) -> np.ndarray:
-    """Cholesky of G = T^-T K_nm^T K_nm T^-1 + alpha I, accumulated over row blocks (M^2 memory).
-
-    Each row block is whitened before squaring, so cond(G) <= 1 + ||K_nm T^-1||^2 / alpha rather
-    than that of K_nm^T K_nm + alpha K_mm (singular when K_mm is).
+    Each row block is whitened (L^-1 K_b^T, (M, b)) before squaring, so cond(G) <= 1 +
+    ||K_nm L^-T||^2 / alpha rather than that of K_nm^T K_nm + alpha K_mm (singular when K_mm is).
     """
-    m = t.shape[0]
-    gram, rhs = alpha * np.eye(m), np.zeros((m, y.shape[1]))
-    for b in row_blocks(source.shape[0], block_size):
-        w = _whitened_rows(t, source.rows(b))
+    m = lower.shape[0]
+    gram, rhs = alpha * ops.xp.eye(m), ops.xp.zeros((m, y.shape[1]))
+    for b in blocks:
+        w = ops.solve_triangular(lower, rows(b).T, lower=True)
         gram += w @ w.T
         rhs += w @ y[b]
-    try:
-        v = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, lower=True), rhs)
-    except np.linalg.LinAlgError:
-        raise ValueError("Nystrom normal equations are singular: use alpha > 0") from None
-    return scipy.linalg.solve_triangular(t, v, lower=False)
+    factor = ops.cholesky(gram)
+    if factor is None:
+        raise ValueError("Nystrom normal equations are singular: use alpha > 0")
+    return ops.solve_triangular(lower, ops.cho_solve(factor, rhs), lower=True, trans=True)
 
 
-def _falkon(source: BlockSource, t: np.ndarray, y: np.ndarray, alpha: float, block_size: int,
-            tol: float, max_iter: int, progress: bool) -> np.ndarray:
-    """Preconditioned CG on (T^-T K_nm^T K_nm T^-1 + alpha I) v = T^-T K_nm^T Y, coef = T^-1 v.
+def _falkon(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y, alpha: float,
+            tol: float, max_iter: int, progress: bool):
+    """Preconditioned CG on (L^-1 K_nm^T K_nm L^-T + alpha I) v = L^-1 K_nm^T Y, coef = L^-T v.
 
     Preconditioner (FALKON): K_nm^T K_nm ~ (n/M) K_mm^2 for uniform centers, so the matrix is
-    ~ (n/M) T T^T + alpha I = A^T A. Each iteration reads K_nm once in row blocks.
+    ~ (n/M) L^T L + alpha I = A A^T. Each iteration reads K_nm once in row blocks; the matvec
+    and preconditioner run on the backend, the CG bookkeeping (O(M c)) on the host.
     """
-    n, m = source.shape
-    blocks = row_blocks(n, block_size)
-    rhs = np.zeros((m, y.shape[1]))
+    xp = ops.xp
+    n, m = y.shape[0], lower.shape[0]
+    rhs = xp.zeros((m, y.shape[1]))
     for b in blocks:
-        rhs += source.rows(b).T @ y[b]
-    rhs = scipy.linalg.solve_triangular(t, rhs, trans="T", lower=False)
-    a = scipy.linalg.cholesky((n / m) * t @ t.T + alpha * np.eye(m), lower=False)
+        rhs += rows(b).T @ y[b]
+    rhs = ops.solve_triangular(lower, rhs, lower=True)
+    a = ops.cholesky((n / m) * lower.T @ lower + alpha * xp.eye(m))
 
-    def matvec(v: np.ndarray) -> np.ndarray:
-        u = scipy.linalg.solve_triangular(t, v, lower=False)
-        w = np.zeros_like(u)
+    def matvec(v):
+        u = ops.solve_triangular(lower, v, lower=True, trans=True)
+        w = xp.zeros_like(u)
         for b in blocks:
-            k_b = source.rows(b)
+            k_b = rows(b)
             w += k_b.T @ (k_b @ u)
-        return scipy.linalg.solve_triangular(t, w, trans="T", lower=False) + alpha * v
+        return ops.solve_triangular(lower, w, lower=True) + alpha * v
 
-    def precondition(r: np.ndarray) -> np.ndarray:
-        return scipy.linalg.solve_triangular(
-            a, scipy.linalg.solve_triangular(a, r, trans="T", lower=False), lower=False)
-
-    v, _, norms, converged = _batched_cg(matvec, rhs, precondition, tol, max_iter, "falkon",
-                                         progress)
+    v, _, norms, converged = batched_cg(ops.on_host(matvec), ops.to_numpy(rhs),
+                                        ops.on_host(lambda r: ops.cho_solve(a, r)), tol,
+                                        max_iter, "falkon", progress)
     if not converged.all():
         warnings.warn(f"falkon: {int((~converged).sum())} of {converged.size} columns did not "
                       f"reach tol={tol:g} in {max_iter} iterations (worst {norms[-1].max():.2e})",
                       RuntimeWarning, stacklevel=3)
-    return scipy.linalg.solve_triangular(t, v, lower=False)
+    return ops.solve_triangular(lower, ops.array(v), lower=True, trans=True)
 
 
 def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int = 1000,
-                tol: float = 1e-10, max_iter: int = 100, progress: bool = False) -> np.ndarray:
+                tol: float = 1e-10, max_iter: int = 100, progress: bool = False,
+                backend: str | None = None) -> np.ndarray:
     """Nystrom kernel ridge coefficients (M, c); see the module docstring for the problem.
 
     K_nm: (n, M) kernel between training points and centers, anything :func:`as_block_source`
@@ -114,6 +108,9 @@ def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int
     solver: "direct" (one pass over K_nm, O(n M^2 + M^3) time, M^2 memory) or "falkon"
         (preconditioned CG, one pass per iteration, stops at relative residual ``tol`` of the
         whitened normal equations or after ``max_iter`` iterations, warning then).
+    backend: "scipy" (host), "jax" (float64 on JAX's default device, a GPU where present: the
+        row-block products and the M x M factorizations run there; an in-memory K_nm crosses
+        once, other sources one block at a time) or None (``default_backend()``).
     """
     k_mm = check_kernel(K_mm, "K_mm")
     shape = (np.shape(Y)[0], k_mm.shape[0]) if callable(K_nm) else None
@@ -123,9 +120,13 @@ def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int
         raise ValueError(f"K_mm has shape {k_mm.shape} but K_nm has {m} columns (centers)")
     y = check_targets(Y, n)
     alpha = check_alpha(alpha)
-    t = _whitener(k_mm)
-    if solver == "direct":
-        return _direct(source, t, y, alpha, block_size)
-    if solver == "falkon":
-        return _falkon(source, t, y, alpha, block_size, tol, int(max_iter), progress)
-    raise ValueError(f"solver must be 'direct' or 'falkon'; got {solver!r}")
+    if solver not in ("direct", "falkon"):
+        raise ValueError(f"solver must be 'direct' or 'falkon'; got {solver!r}")
+    with use_backend(backend) as ops:
+        lower = _whitener(ops, k_mm)
+        rows, blocks, y = ops.row_reader(source), row_blocks(n, block_size), ops.array(y)
+        if solver == "direct":
+            coef = _direct(ops, rows, blocks, lower, y, alpha)
+        else:
+            coef = _falkon(ops, rows, blocks, lower, y, alpha, tol, int(max_iter), progress)
+        return ops.to_numpy(coef)

@@ -302,7 +302,7 @@ def test_loo_errors_checks_the_decomposition():
 
 def test_jax_backend_matches_lapack():
     """The JAX eigendecomposition (the GPU path where a GPU is present) on JAX's CPU device."""
-    from tangentless.solvers.eigen import default_backend
+    from tangentless.solvers import default_backend
     rng = np.random.default_rng(5)
     a = rng.normal(size=(60, 20))
     k = a @ a.T + 1e-3 * np.eye(60)

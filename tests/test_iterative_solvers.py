@@ -74,6 +74,10 @@ def test_sources_read_blocks_as_float64(kind, digits, digits_kernel, tmp_path):
     x, k = digits[0][:300], digits_kernel[0][:300, :300]
     source = as_block_source(make_source(kind, k, tmp_path, x), shape=(300, 300))
     expected = k.astype(np.float32).astype(np.float64) if kind == "zarr" else k
+    assert source.in_memory == (kind == "array")  # a device may copy only these at once
+    stored = source.rows(slice(0, 7), keep_float32=True)  # float32 storage read as stored
+    assert stored.dtype == (np.float32 if kind == "zarr" else np.float64)
+    np.testing.assert_array_equal(stored, expected[:7])
     cols = np.array([250, 3, 17])
     for got, want in [(source.rows(slice(100, 164)), expected[100:164]),
                       (source.block(slice(10, 20), cols), expected[10:20][:, cols]),
