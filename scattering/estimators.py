@@ -8,7 +8,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ..kernels.gram import validate_images
-from . import frontend, model, train
+from . import frontend, model, sparse_coding, train
 
 
 def _images(X, name: str = "X") -> np.ndarray:
@@ -93,8 +93,9 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y has a single class ({self.classes_[0]!r}); need at least 2")
         self.config_ = model.ModelConfig(
             n_classes=len(self.classes_), projection=self.projection, kernel_size=self.kernel_size,
-            sparse=self.sparse, dictionary_size=self.dictionary_size, n_iter=self.n_iter,
-            tied=self.tied, lambda_star=self.lambda_star, lambda_star_min=self.lambda_star_min,
+            sparse=self.sparse, istc=sparse_coding.ISTCConfig(
+                dictionary_size=self.dictionary_size, n_iter=self.n_iter, tied=self.tied,
+                lambda_star=self.lambda_star, lambda_star_min=self.lambda_star_min),
             head=self.head, hidden=self.hidden, dropout=self.dropout, pool_size=self.pool_size)
         config = train.TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                    momentum=self.momentum, weight_decay=self.weight_decay,

@@ -37,12 +37,7 @@ class ModelConfig:
     projection: int | None = 256
     kernel_size: int = 1
     sparse: bool = True
-    dictionary_size: int = 2048
-    n_iter: int = 12
-    tied: bool = True
-    lambda_star: float = 0.05
-    lambda_star_min: float = 0.05
-    lambda0_momentum: float = 0.9
+    istc: sparse_coding.ISTCConfig = sparse_coding.ISTCConfig()
     head: str = "linear"
     hidden: int = 4096
     dropout: float = 0.3
@@ -67,15 +62,8 @@ class ModelConfig:
             raise ValueError(f"pool_size must be None or >= 1; got {self.pool_size}")
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in [0, 1); got {self.bn_momentum}")
-        if self.sparse:
-            self.istc  # validates the ISTC fields
-
-    @property
-    def istc(self) -> sparse_coding.ISTCConfig:
-        return sparse_coding.ISTCConfig(
-            dictionary_size=self.dictionary_size, n_iter=self.n_iter, tied=self.tied,
-            lambda_star=self.lambda_star, lambda_star_min=self.lambda_star_min,
-            lambda0_momentum=self.lambda0_momentum)
+        if not isinstance(self.istc, sparse_coding.ISTCConfig):
+            raise ValueError(f"istc must be an ISTCConfig; got {type(self.istc).__name__}")
 
     def pool(self, h: int, w: int) -> int:
         """Average-pool size used on (h, w) maps."""
@@ -161,7 +149,7 @@ def _dense_init(key, n_in: int, n_out: int) -> dict:
 def head_inputs(config: ModelConfig, shape: tuple[int, int, int]) -> int:
     """Number of inputs of the head for feature maps of shape (h, w, K)."""
     h, w, k = shape
-    c = config.dictionary_size if config.sparse else (config.projection or k)
+    c = config.istc.dictionary_size if config.sparse else (config.projection or k)
     p = config.pool(h, w)
     return (h - p + 1) * (w - p + 1) * c
 
@@ -185,7 +173,7 @@ def init(key: jax.Array, config: ModelConfig, feature_shape, standardization: di
         channels = config.projection
     if config.sparse:
         params["istc"], state["istc"] = sparse_coding.init(ki, config.istc, channels)
-        channels = config.dictionary_size
+        channels = config.istc.dictionary_size
     params["bn"] = {"scale": jnp.ones(channels, jnp.float32), "offset": jnp.zeros(channels, jnp.float32)}
     state["bn"] = {"mean": jnp.zeros(channels, jnp.float32), "var": jnp.ones(channels, jnp.float32)}
     widths = [head_inputs(config, (h, w, k))]

@@ -13,6 +13,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from tangentless.solvers import (JitterWarning, NotPositiveDefiniteError, eigen_path, loo_errors,
                                  psd_eigh, solve_cholesky)
 from tangentless.solvers import eigen
+from spectra import with_spectrum
 
 ALPHAS = np.array([1e-6, 1e-3, 1e-1, 1.0])
 
@@ -21,13 +22,6 @@ def random_psd(n, rank=None, seed=0):
     """X X^T with X (n, rank): PSD, singular when rank < n."""
     x = np.random.default_rng(seed).standard_normal((n, rank or 2 * n))
     return x @ x.T / x.shape[1]
-
-
-def with_spectrum(values, seed=0):
-    """Q diag(values) Q^T for a random orthogonal Q, symmetrized exactly."""
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(values), len(values))))
-    k = (q * values) @ q.T
-    return (k + k.T) / 2
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from sklearn.exceptions import NotFittedError
 
 from tangentless.scattering import frontend, model, train
 from tangentless.scattering.estimators import SparseScatteringClassifier
+from tangentless.scattering.sparse_coding import ISTCConfig
 
 RNG = np.random.default_rng(0)
 
@@ -86,12 +87,14 @@ def test_batch_norm_and_pool_brute_force():
 
 CONFIGS = [dict(tied=True, head="linear"), dict(tied=False, head="linear"),
            dict(tied=True, head="mlp"), dict(tied=False, head="mlp", kernel_size=3),
-           dict(sparse=False, head="linear")]
+           dict(tied=True, sparse=False, head="linear")]
 
 
 @pytest.mark.parametrize("options", CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
 def test_gradients_reach_every_parameter(options):
-    config = model.ModelConfig(n_classes=3, projection=8, dictionary_size=16, n_iter=3, hidden=12, **options)
+    options = dict(options)
+    istc = ISTCConfig(dictionary_size=16, n_iter=3, tied=options.pop("tied"))
+    config = model.ModelConfig(istc=istc, n_classes=3, projection=8, hidden=12, **options)
     x = _features(4)
     params, state = model.init(jax.random.key(1), config, x.shape[1:], model.fit_standardization(np.asarray(x)))
     y = jnp.array([0, 1, 2, 1])
@@ -106,13 +109,13 @@ def test_gradients_reach_every_parameter(options):
         assert np.isfinite(g).all(), name
         assert np.abs(g).max() > 0, name
     names = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
-    assert ("['istc']['W']" in names) == (config.sparse and not config.tied)
+    assert ("['istc']['W']" in names) == (config.sparse and not config.istc.tied)
     assert ("['istc']['log_lambda_star']" in names) == config.sparse
 
 
 def test_weight_decay_mask():
-    config = model.ModelConfig(n_classes=3, projection=8, dictionary_size=16, n_iter=2, tied=False, head="mlp",
-                               hidden=4)
+    config = model.ModelConfig(istc=ISTCConfig(dictionary_size=16, n_iter=2, tied=False),
+                               n_classes=3, projection=8, head="mlp", hidden=4)
     params, _ = model.init(jax.random.key(0), config, (8, 8, 5))
     mask = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(model.decay_mask(params))[0]}
     decayed = {k for k, v in mask.items() if v}
@@ -130,7 +133,7 @@ def cifar_scattering(cifar10_subset):
 
 def test_small_model_learns_cifar_well_above_chance(cifar_scattering):
     xtr, ytr, xte, yte = cifar_scattering
-    config = model.ModelConfig(n_classes=10, projection=32, dictionary_size=128, n_iter=4)
+    config = model.ModelConfig(istc=ISTCConfig(dictionary_size=128, n_iter=4), n_classes=10, projection=32)
     result = train.fit(config, train.TrainConfig(epochs=6, batch_size=50, lr=0.05), ytr, features=xtr,
                        eval_set=(xte, yte))
     last = result.history[-1]
@@ -167,8 +170,8 @@ def test_augment_batch_crops_and_flips():
 
 
 def _run(tmp, epochs, lr=0.05, images=None, labels=None):
-    config = model.ModelConfig(n_classes=10, projection=8, dictionary_size=16, n_iter=3, tied=False, head="mlp",
-                               hidden=16)
+    config = model.ModelConfig(istc=ISTCConfig(dictionary_size=16, n_iter=3, tied=False),
+                               n_classes=10, projection=8, head="mlp", hidden=16)
     tc = train.TrainConfig(epochs=epochs, batch_size=40, lr=lr, step_epochs=2, augment=True, seed=3)
     return train.fit(config, tc, labels, images=images, feature_fn=jax.jit(_patches), checkpoint_dir=tmp)
 
@@ -199,7 +202,7 @@ def test_resume_is_bit_for_bit_and_checkpoints_are_checked(tmp_path, cifar10_sub
 
 
 def test_fit_input_errors():
-    config = model.ModelConfig(n_classes=3, projection=4, dictionary_size=8, n_iter=2)
+    config = model.ModelConfig(istc=ISTCConfig(dictionary_size=8, n_iter=2), n_classes=3, projection=4)
     x = np.array(_features(6))
     with pytest.raises(ValueError, match="labels must have shape"):
         train.fit(config, train.TrainConfig(), np.zeros(5, int), features=x)

@@ -17,6 +17,7 @@ from tangentless.solvers import (JitterWarning, KernelRidgeClassifier, NotPositi
 from tangentless.solvers import _backend
 from tangentless.solvers.blocks import BlockSource, as_block_source
 from tangentless.solvers.iterative import kernel_matmul, nystrom_preconditioner
+from spectra import with_spectrum
 
 BACKENDS = ("scipy", "jax")
 GAMMA, ALPHA = 0.3, 0.1  # digits RBF: cond(K + ALPHA I) ~ 150, BCD needs ~350 epochs
@@ -34,12 +35,6 @@ def random_psd(n, seed=0):
     """Q diag(logspace(0, -3)) Q^T: a PSD kernel with cond(K + 0.1 I) ~ 10."""
     q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
     k = (q * np.logspace(0, -3, n)) @ q.T
-    return (k + k.T) / 2
-
-
-def with_spectrum(values, seed=0):
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(values), len(values))))
-    k = (q * values) @ q.T
     return (k + k.T) / 2
 
 
