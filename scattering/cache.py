@@ -34,7 +34,7 @@ def _config_json(config: dict) -> str:
 def cache_path(cache_dir, config: dict, data: np.ndarray) -> pathlib.Path:
     """The entry for ``config`` (which should name data's shape and dtype) and data's bytes."""
     key = _config_json({"config": config, "input_sha256": array_digest(data)})
-    return pathlib.Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.npz"
+    return pathlib.Path(cache_dir).expanduser() / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.npz"
 
 
 class CorruptEntry(Exception):

@@ -14,6 +14,11 @@ stream is a function of (seed, epoch, step): the permutation and augmentation of
 ``numpy.random.default_rng([seed, e, i])``, dropout uses ``fold_in(key(seed), step)``, so a resumed run
 replays exactly what an uninterrupted one would have done.
 
+Folders (:func:`fit_folder`, for sets too large for memory such as ImageNet): an
+:class:`~.imagenet.ImageFolder` streamed by :func:`.imagenet.iterate_batches` with seed (seed, e) in
+epoch e (random resized crops and flips with ``augment``), through the same loop; memory is bounded
+by the loader's prefetch, not by the folder's size.
+
 Checkpoints (``checkpoint_dir/checkpoint.npz``, written after every epoch to a temporary file then
 ``os.replace``d): params, state and optimizer state as flattened arrays, plus JSON metadata (epoch,
 metrics history and a fingerprint of the configuration and data). A run resumes from it when the
@@ -35,7 +40,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from . import model, sparse_coding
+from . import imagenet, model, sparse_coding
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -100,45 +105,178 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, padding: int) ->
     return out
 
 
-class _Data:
-    """A training or evaluation set: features, or images + feature function."""
+def _padded(batch: np.ndarray, size: int) -> np.ndarray:
+    """batch (n, ...) with its last row repeated up to ``size`` rows."""
+    return np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), 0)])
 
-    def __init__(self, features=None, images=None, feature_fn=None):
-        if (features is None) == (images is None):
-            raise ValueError("pass either features or images (with feature_fn), not both or neither")
-        if images is not None and feature_fn is None:
-            raise ValueError("images need a feature_fn (e.g. frontend.scattering_fn(...))")
-        array = features if features is not None else images
-        self.array = array if hasattr(array, "ndim") else np.asarray(array)  # memmaps stay lazy
-        if self.array.ndim != 4:
-            raise ValueError(f"{'features' if images is None else 'images'} must be 4-D NHWC; got "
-                             f"shape {self.array.shape}")
-        self.feature_fn = feature_fn if images is not None else None
 
-    def __len__(self):
-        return len(self.array)
+def _check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
+    """labels as an array, checked: shape (n,), integers in [0, n_classes)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},); got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must be integers in [0, {n_classes}); got dtype {labels.dtype}")
+    if n and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{name} must be integers in [0, {n_classes}) (the model's n_classes); got "
+                         f"values from {labels.min()} to {labels.max()}")
+    return labels
 
-    def batch(self, idx, rng=None, padding=0):
-        """Features (B, h, w, K) float32 of the items ``idx``, augmented when ``rng`` is given."""
-        x = np.asarray(self.array[idx])
+
+class _Source:
+    """A training or evaluation set read as raw batches: features, or images for ``feature_fn``.
+
+    Subclasses set ``feature_fn`` (None: raw batches are features), ``labels`` ((N,) or None),
+    ``example_shape`` (one raw example) and yield (raw batch, labels) from ``train_batches`` (one
+    epoch, shuffled, full batches only), ``eval_batches`` (in order, unaugmented) and
+    ``standardization_batches`` (the items the standardization statistics come from).
+    """
+
+    feature_fn = None
+    labels = None
+    example_shape: tuple
+
+    def features(self, raw) -> jax.Array:
+        """Features (B, h, w, K) float32 of a raw batch (uint8 images scaled to [0, 1] first)."""
         if self.feature_fn is None:
-            return jnp.asarray(x, jnp.float32)
-        x = to_float_images(x)
-        if rng is not None:
-            x = augment_batch(x, rng, padding)
-        return self.feature_fn(jnp.asarray(x))
+            return jnp.asarray(raw, jnp.float32)
+        return self.feature_fn(jnp.asarray(to_float_images(raw)))
 
     @property
     def feature_shape(self) -> tuple:
         """(h, w, K) of one example's features."""
         if self.feature_fn is None:
-            return tuple(self.array.shape[1:])
-        spec = jax.ShapeDtypeStruct((1,) + tuple(self.array.shape[1:]), jnp.float32)
+            return tuple(self.example_shape)
+        spec = jax.ShapeDtypeStruct((1,) + tuple(self.example_shape), jnp.float32)
         return tuple(jax.eval_shape(self.feature_fn, spec).shape[1:])
 
-    def chunks(self, size):
-        for i in range(0, len(self), size):
-            yield np.asarray(self.batch(np.arange(i, min(i + size, len(self)))))
+    def padded_features(self, raw_batches, batch_size: int):
+        """(features (B, h, w, K), n, labels (n,) or None) per raw batch of n items; with more than
+        ``batch_size`` items in the set, short batches are padded to it (one compilation), and only
+        the first n rows are real."""
+        for raw, labels in raw_batches:
+            n = len(raw)
+            if n < batch_size < len(self):
+                raw = _padded(raw, batch_size)
+            yield self.features(raw), n, labels
+
+    def standardization(self, config: TrainConfig) -> dict:
+        """:func:`model.fit_standardization` of the features of ``standardization_batches``."""
+        batches = self.padded_features(self.standardization_batches(config), config.eval_batch_size)
+        return model.fit_standardization(x[:n] for x, n, _ in batches)
+
+
+class _Arrays(_Source):
+    """A set held in arrays: features (N, h, w, K), or images (N, H, W, C) with a feature_fn; labels
+    (N,) in [0, n_classes) or None. Memmaps stay lazy."""
+
+    def __init__(self, features=None, images=None, feature_fn=None, labels=None, n_classes=None,
+                 label_name="labels"):
+        if (features is None) == (images is None):
+            raise ValueError("pass either features or images (with feature_fn), not both or neither")
+        if images is not None and feature_fn is None:
+            raise ValueError("images need a feature_fn (e.g. frontend.scattering_fn(...))")
+        array = features if features is not None else images
+        self.array = array if hasattr(array, "ndim") else np.asarray(array)
+        if self.array.ndim != 4:
+            raise ValueError(f"{'features' if images is None else 'images'} must be 4-D NHWC; got "
+                             f"shape {self.array.shape}")
+        self.feature_fn = feature_fn if images is not None else None
+        self.example_shape = tuple(self.array.shape[1:])
+        if labels is not None:
+            self.labels = _check_labels(labels, len(self.array), n_classes, label_name)
+
+    def __len__(self):
+        return len(self.array)
+
+    def train_batches(self, config: TrainConfig, epoch: int, batch: int):
+        """Epoch ``epoch``: a permutation (``default_rng([seed, epoch, 0])``) in full batches, images
+        cropped and flipped (``default_rng([seed, epoch, 1])``) when ``config.augment``."""
+        perm = np.random.default_rng([config.seed, epoch, 0]).permutation(len(self))
+        aug_rng = np.random.default_rng([config.seed, epoch, 1]) if config.augment else None
+        for i in range(len(self) // batch):
+            idx = perm[i * batch:(i + 1) * batch]
+            raw = np.asarray(self.array[idx])
+            if aug_rng is not None:
+                raw = augment_batch(raw, aug_rng, config.crop_padding)
+            yield raw, self.labels[idx]
+
+    def eval_batches(self, batch_size: int):
+        for i in range(0, len(self), batch_size):
+            idx = np.arange(i, min(i + batch_size, len(self)))
+            yield np.asarray(self.array[idx]), None if self.labels is None else self.labels[idx]
+
+    def standardization_batches(self, config: TrainConfig):
+        """All items, unaugmented."""
+        return self.eval_batches(config.eval_batch_size)
+
+    def fingerprint(self) -> dict:
+        return {"kind": "features" if self.feature_fn is None else "images",
+                "shape": list(self.array.shape),
+                "labels_sha1": hashlib.sha1(np.ascontiguousarray(self.labels)).hexdigest()}
+
+
+class _Folder(_Source):
+    """An :class:`~.imagenet.ImageFolder` streamed by :func:`.imagenet.iterate_batches`: images
+    (B, size, size, 3) for ``feature_fn``. ``loader``: size, resize and optionally num_threads,
+    prefetch for iterate_batches; ``standardization_images`` (capped at N): see :func:`fit_folder`,
+    None for an evaluation set."""
+
+    def __init__(self, folder, feature_fn, n_classes: int, loader: dict, standardization_images=None):
+        if not isinstance(folder, imagenet.ImageFolder):
+            raise TypeError(f"folder must be an imagenet.ImageFolder; got {type(folder).__name__}")
+        if not callable(feature_fn):
+            raise ValueError("a folder needs a feature_fn (e.g. frontend.scattering_fn((224, 224, 3), 4))")
+        size, resize = loader["size"], loader["resize"]
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (size, resize)) \
+                or not 1 <= size <= resize:
+            raise ValueError(f"need integers 1 <= size <= resize (the evaluation transform resizes the "
+                             f"shorter side to resize, then center-crops size); got size={size!r}, "
+                             f"resize={resize!r}")
+        self.folder, self.feature_fn, self.loader = folder, feature_fn, loader
+        self.labels = _check_labels(folder.labels, len(folder), n_classes, f"labels of {folder}")
+        self.example_shape = (size, size, 3)
+        if standardization_images is not None:
+            if isinstance(standardization_images, bool) or not isinstance(standardization_images, (int, np.integer)) \
+                    or standardization_images < 1:
+                raise ValueError(f"standardization_images must be a positive integer; got {standardization_images!r}")
+            standardization_images = min(int(standardization_images), len(folder))
+        self.standardization_images = standardization_images
+
+    def __len__(self):
+        return len(self.folder)
+
+    def _stream(self, batch_size: int, **options):
+        return imagenet.iterate_batches(self.folder, batch_size, **self.loader, **options)
+
+    def train_batches(self, config: TrainConfig, epoch: int, batch: int):
+        """Epoch ``epoch``: ``iterate_batches`` shuffled with seed (seed, epoch), full batches, the
+        training transform when ``config.augment`` (else the evaluation one)."""
+        return self._stream(batch, train=config.augment, shuffle=True, seed=(config.seed, epoch),
+                            drop_last=True)
+
+    def eval_batches(self, batch_size: int):
+        return self._stream(batch_size, train=False)
+
+    def standardization_batches(self, config: TrainConfig):
+        """The first ``standardization_images`` images of a seeded order (seed (seed, 0, 1), which
+        no epoch uses), evaluation transform."""
+        remaining = self.standardization_images
+        for images, labels in self._stream(config.eval_batch_size, train=False, shuffle=True,
+                                           seed=(config.seed, 0, 1)):
+            yield images[:remaining], labels[:remaining]
+            remaining -= len(images)
+            if remaining <= 0:
+                return
+
+    def fingerprint(self) -> dict:
+        root = self.folder.root
+        listing = "".join(f"{pathlib.Path(path).relative_to(root).as_posix()}\t{label}\n"
+                          for path, label in self.folder.samples)
+        return {"kind": "folder", "images": len(self.folder),
+                "samples_sha1": hashlib.sha1(listing.encode()).hexdigest(),
+                "size": self.loader["size"], "resize": self.loader["resize"],
+                "standardization_images": self.standardization_images}
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -180,23 +318,19 @@ def _topk_counts(logits, y):
     return jnp.sum(top[:, 0] == y), jnp.sum(jnp.any(top == y[:, None], -1)), jnp.sum(loss)
 
 
-def _logits(params, state, config, data: _Data, batch_size: int) -> np.ndarray:
+def _forward(params, state, config, data: _Source, batch_size: int):
+    """(logits (n, n_classes) evaluation mode, labels (n,) or None) per batch of ``data`` in order."""
     forward = _eval_forward(config)
-    out = []
-    for i in range(0, len(data), batch_size):
-        idx = np.arange(i, min(i + batch_size, len(data)))
-        x = data.batch(idx)
-        if len(idx) < batch_size and len(data) > batch_size:
-            x = jnp.concatenate([x, jnp.repeat(x[-1:], batch_size - len(idx), 0)])
-        out.append(np.asarray(forward(params, state, x))[:len(idx)])
-    return np.concatenate(out)
+    for x, n, labels in data.padded_features(data.eval_batches(batch_size), batch_size):
+        yield forward(params, state, x)[:n], labels
 
 
 def predict_logits(params, state, config: model.ModelConfig, *, features=None, images=None,
                    feature_fn=None, batch_size: int = 256) -> np.ndarray:
     """(N, n_classes) evaluation-mode logits of features, or of images through ``feature_fn``;
     in batches padded to one shape (one compilation)."""
-    return _logits(params, state, config, _Data(features, images, feature_fn), batch_size)
+    data = _Arrays(features, images, feature_fn)
+    return np.concatenate([np.asarray(logits) for logits, _ in _forward(params, state, config, data, batch_size)])
 
 
 @functools.lru_cache(maxsize=16)
@@ -204,17 +338,30 @@ def _eval_forward(config):
     return jax.jit(lambda p, s, x: model.apply(p, s, x, config, train=False)[0])
 
 
-def _scores(params, state, config, data: _Data, labels, batch_size: int) -> dict:
-    logits = jnp.asarray(_logits(params, state, config, data, batch_size))
-    top1, top5, loss = _topk_counts(logits, jnp.asarray(labels))
-    n = len(labels)
-    return {"top1": float(top1) / n, "top5": float(top5) / n, "loss": float(loss) / n}
+def _scores(params, state, config, data: _Source, batch_size: int) -> dict:
+    """Top-1, top-5 and mean cross-entropy of a labelled set, accumulated batch by batch."""
+    top1 = top5 = loss = 0.0
+    for logits, labels in _forward(params, state, config, data, batch_size):
+        counts = _topk_counts(logits, jnp.asarray(labels, jnp.int32))
+        top1, top5, loss = top1 + float(counts[0]), top5 + float(counts[1]), loss + float(counts[2])
+    n = len(data)
+    return {"top1": top1 / n, "top5": top5 / n, "loss": loss / n}
 
 
 def evaluate(params, state, config: model.ModelConfig, labels, *, features=None, images=None,
              feature_fn=None, batch_size: int = 256) -> dict:
     """Top-1, top-5 accuracy and mean cross-entropy on a labelled set (features or images)."""
-    return _scores(params, state, config, _Data(features, images, feature_fn), labels, batch_size)
+    return _scores(params, state, config, _Arrays(features, images, feature_fn, labels, config.n_classes),
+                   batch_size)
+
+
+def evaluate_folder(params, state, config: model.ModelConfig, folder, feature_fn, *, size: int = 224,
+                    resize: int = 256, batch_size: int = 256, num_threads: int | None = None,
+                    prefetch: int = 2) -> dict:
+    """:func:`evaluate` on an :class:`~.imagenet.ImageFolder` streamed with the evaluation transform
+    (shorter side resized to ``resize``, center crop ``size``) through ``feature_fn``."""
+    data = _Folder(folder, feature_fn, config.n_classes, _loader(size, resize, num_threads, prefetch))
+    return _scores(params, state, config, data, batch_size)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -234,9 +381,10 @@ def save_checkpoint(path, trees: dict, meta: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, templates: dict) -> tuple[dict, dict]:
+def load_checkpoint(path, templates: dict, expected: dict | None = None) -> tuple[dict, dict]:
     """Read a checkpoint into the structure of ``templates`` (name -> pytree) -> (trees, meta).
-    CheckpointError when unreadable or when names, shapes or dtypes differ."""
+    CheckpointError when unreadable, when its fingerprint differs from ``expected`` (a
+    :func:`fingerprint`, checked first: the clearer error), or when names, shapes or dtypes differ."""
     try:
         with np.load(path, allow_pickle=False) as f:
             stored = {k: f[k] for k in f.files}
@@ -244,6 +392,8 @@ def load_checkpoint(path, templates: dict) -> tuple[dict, dict]:
     except Exception as err:
         raise CheckpointError(f"checkpoint {path} is unreadable (corrupted or truncated?): "
                               f"{type(err).__name__}: {err}") from None
+    if expected is not None:
+        _check_fingerprint(path, meta.get("fingerprint", {}), expected)
     trees = {}
     for name, template in templates.items():
         leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
@@ -262,15 +412,14 @@ def load_checkpoint(path, templates: dict) -> tuple[dict, dict]:
     return trees, meta
 
 
-def fingerprint(model_config, train_config, data: _Data, labels) -> dict:
-    """What a checkpoint must match to be resumed: the configurations (less ``epochs``), the data's
-    kind and shape and a checksum of the labels."""
+def fingerprint(model_config, train_config, data: _Source) -> dict:
+    """What a checkpoint must match to be resumed: the configurations (less ``epochs``) and the
+    data: for arrays their kind, shape and a checksum of the labels; for a folder its sample list
+    (paths relative to its root and labels, SHA-1), number of images, size, resize and
+    standardization_images."""
     tc = dataclasses.asdict(train_config)
     tc.pop("epochs")
-    return {"model": dataclasses.asdict(model_config), "train": tc,
-            "data": {"kind": "features" if data.feature_fn is None else "images",
-                     "shape": list(data.array.shape),
-                     "labels_sha1": hashlib.sha1(np.ascontiguousarray(labels)).hexdigest()}}
+    return {"model": dataclasses.asdict(model_config), "train": tc, "data": data.fingerprint()}
 
 
 def _check_fingerprint(path, stored: dict, current: dict) -> None:
@@ -297,60 +446,99 @@ def fit(model_config: model.ModelConfig, train_config: TrainConfig, labels, *, f
 
     labels: (N,) ints in [0, n_classes). features (N, h, w, K) float, or images (N, H, W, C) with
     ``feature_fn``. eval_set: (X, y) of the same kind, evaluated after every epoch (top-1/top-5).
-    Per-epoch history: lr, loss, top1 (training batches, train mode), seconds and images_per_s
-    (training only; the first epoch of a call includes compilation); with ISTC the means over the
-    epoch's steps of support_size and sparsity (per iteration), rec_error, lambda0, lambda_star,
-    and the dictionary coherence at the epoch's end; with eval_set test_top1/top5/loss.
+    Batches of ``min(batch_size, N)``. Per-epoch history: lr, loss, top1 (training batches, train
+    mode), seconds and images_per_s (training only; the first epoch of a call includes
+    compilation); with ISTC the means over the epoch's steps of support_size and sparsity (per
+    iteration), rec_error, lambda0, lambda_star, and the dictionary coherence at the epoch's end;
+    with eval_set test_top1/top5/loss. Datasets too large for memory: :func:`fit_folder`.
     """
-    data = _Data(features, images, feature_fn)
+    data = _Arrays(features, images, feature_fn, labels, model_config.n_classes)
     if len(data) < 2:
         raise ValueError(f"need at least 2 training examples; got {len(data)}")
-    labels = np.asarray(labels)
-    if labels.shape != (len(data),):
-        raise ValueError(f"labels must have shape ({len(data)},); got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 \
-            or labels.max() >= model_config.n_classes:
-        raise ValueError(f"labels must be integers in [0, {model_config.n_classes})")
     if train_config.augment and data.feature_fn is None:
         raise ValueError("augment=True needs images and a feature_fn (augmentation acts on images)")
-    batch = min(train_config.batch_size, len(data))
+    eval_data = None
+    if eval_set is not None:
+        inputs = ({"features": eval_set[0]} if data.feature_fn is None
+                  else {"images": eval_set[0], "feature_fn": feature_fn})
+        eval_data = _Arrays(**inputs, labels=eval_set[1], n_classes=model_config.n_classes,
+                            label_name="eval_set labels")
+    return _fit(model_config, train_config, data, min(train_config.batch_size, len(data)), eval_data,
+                checkpoint_dir, progress)
+
+
+def _loader(size, resize, num_threads, prefetch) -> dict:
+    """iterate_batches' options; num_threads None: its default."""
+    options = {"size": size, "resize": resize, "prefetch": prefetch}
+    return options if num_threads is None else dict(options, num_threads=num_threads)
+
+
+def fit_folder(model_config: model.ModelConfig, train_config: TrainConfig, folder, feature_fn, *,
+               size: int = 224, resize: int = 256, standardization_images: int = 10_000,
+               eval_folder=None, checkpoint_dir=None, num_threads: int | None = None,
+               prefetch: int = 2, progress: bool = False) -> TrainResult:
+    """:func:`fit` on an :class:`~.imagenet.ImageFolder` streamed from disk (ImageNet), in bounded memory.
+
+    Epoch e streams :func:`.imagenet.iterate_batches` (folder, batch_size, shuffle=True,
+    seed=(seed, e), drop_last=True), with the training transform (random resized crop to ``size``,
+    flip) when ``train_config.augment``, else the evaluation transform (shorter side resized to
+    ``resize``, center crop ``size``; ``crop_padding`` is not used). Images (B, size, size, 3)
+    scaled to [0, 1] go through ``feature_fn`` -> (B, h, w, K); the paper's ImageNet model:
+    ``frontend.scattering_fn((224, 224, 3), 4)``. Memory: the loader's prefetch + 1 batches (and a
+    decoded image per thread) plus at most two batches in computation, whatever the folder's size.
+
+    Standardization statistics: the features of the first ``min(standardization_images, N)``
+    images of a seeded order (``iterate_batches(..., shuffle=True, seed=(seed, 0, 1))``, a stream
+    no epoch uses), evaluation transform. eval_folder: evaluated after every epoch with the
+    evaluation transform, top-1/top-5/loss accumulated batch by batch. Labels: the folder's, in
+    [0, n_classes). num_threads, prefetch: the loader's (they do not change the result).
+    Checkpoints, resume and history as :func:`fit`; the checkpoint's fingerprint holds the folder's
+    sample list checksum, so another folder is refused. ValueError: batch_size larger than the
+    folder (no full batch), size > resize, labels out of range.
+    """
+    loader = _loader(size, resize, num_threads, prefetch)
+    data = _Folder(folder, feature_fn, model_config.n_classes, loader, standardization_images)
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 training images; {folder} has {len(data)}")
+    if train_config.batch_size > len(data):
+        raise ValueError(f"batch_size {train_config.batch_size} is larger than {folder}: with the last "
+                         f"incomplete batch dropped an epoch would have no step; use batch_size <= {len(data)}")
+    eval_data = None if eval_folder is None else _Folder(eval_folder, feature_fn, model_config.n_classes, loader)
+    return _fit(model_config, train_config, data, train_config.batch_size, eval_data, checkpoint_dir, progress)
+
+
+def _fit(model_config, train_config, data: _Source, batch: int, eval_data: _Source | None, checkpoint_dir,
+         progress: bool) -> TrainResult:
+    """The loop of :func:`fit` and :func:`fit_folder`: ``len(data) // batch`` steps per epoch."""
     steps = len(data) // batch
     optimizer = make_optimizer(train_config, steps)
     train_step = make_train_step(model_config, optimizer)
-    if eval_set is not None:
-        eval_data = (_Data(eval_set[0]) if data.feature_fn is None
-                     else _Data(images=eval_set[0], feature_fn=feature_fn))
-        eval_labels = np.asarray(eval_set[1])
-        if eval_labels.shape != (len(eval_data),):
-            raise ValueError(f"eval_set labels must have shape ({len(eval_data)},); got {eval_labels.shape}")
-
     key = jax.random.key(train_config.seed)
-    current = fingerprint(model_config, train_config, data, labels)
+    current = fingerprint(model_config, train_config, data)
     ckpt = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / CHECKPOINT
     resume = ckpt is not None and ckpt.exists()
-    stats = None if resume else model.fit_standardization(data.chunks(train_config.eval_batch_size))
+    stats = None if resume else data.standardization(train_config)
     params, state = model.init(key, model_config, data.feature_shape, stats)
     opt_state = optimizer.init(params)
     history, start = [], 0
     if resume:   # the fresh trees serve as templates; the checkpoint's state holds the statistics
-        trees, meta = load_checkpoint(ckpt, {"params": params, "state": state, "opt_state": opt_state})
-        _check_fingerprint(ckpt, meta.get("fingerprint", {}), current)
+        trees, meta = load_checkpoint(ckpt, {"params": params, "state": state, "opt_state": opt_state},
+                                      current)
         params, state, opt_state = trees["params"], trees["state"], trees["opt_state"]
         history, start = meta["history"], meta["epoch"]
 
     dropout_key = jax.random.fold_in(key, 1)
     for epoch in range(start, train_config.epochs):
         tic = time.perf_counter()
-        order_rng = np.random.default_rng([train_config.seed, epoch, 0])
-        aug_rng = np.random.default_rng([train_config.seed, epoch, 1]) if train_config.augment else None
-        perm = order_rng.permutation(len(data))
         records = []
-        for i in tqdm(range(steps), desc=f"epoch {epoch + 1}/{train_config.epochs}",
-                      disable=not progress, leave=False):
-            idx = perm[i * batch:(i + 1) * batch]
-            x = data.batch(idx, aug_rng, train_config.crop_padding)
-            y = jnp.asarray(labels[idx], jnp.int32)
+        batches = tqdm(data.train_batches(train_config, epoch, batch), total=steps, disable=not progress,
+                       desc=f"epoch {epoch + 1}/{train_config.epochs}", unit="batch", leave=False)
+        for i, (raw, labels) in enumerate(batches):
+            x = data.features(raw)
+            y = jnp.asarray(labels, jnp.int32)
             step_key = jax.random.fold_in(dropout_key, epoch * steps + i)
+            if records:   # one step in flight at most: queued steps would keep their batches alive
+                jax.block_until_ready(records[-1])
             params, state, opt_state, metrics = train_step(params, state, opt_state, x, y, step_key)
             records.append(metrics)
         entry = {"epoch": epoch + 1, "lr": train_config.lr * 0.1 ** (epoch // train_config.step_epochs)}
@@ -359,9 +547,8 @@ def fit(model_config: model.ModelConfig, train_config: TrainConfig, labels, *, f
         entry.update(seconds=seconds, images_per_s=steps * batch / seconds)
         if model_config.sparse:
             entry["coherence"] = float(sparse_coding.coherence(params["istc"]["D"]))
-        if eval_set is not None:
-            scores = _scores(params, state, model_config, eval_data, eval_labels,
-                             train_config.eval_batch_size)
+        if eval_data is not None:
+            scores = _scores(params, state, model_config, eval_data, train_config.eval_batch_size)
             entry.update({f"test_{k}": v for k, v in scores.items()})
         history.append(entry)
         if progress:
