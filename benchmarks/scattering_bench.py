@@ -233,21 +233,17 @@ def imagenet(batch: int) -> dict:
     }
 
 
-def gpu_projection(macs_per_image: int, cifar_images: int = 50_000, imagenet_images=IMAGENET_TRAIN_IMAGES,
-                   epochs: int = 160) -> dict:
-    """Projected H200 hours for the paper's 160-epoch training of the model after the scattering,
-    assuming training costs 3x the forward multiply-adds and the GPU sustains a stated fraction of
-    its dense float32 rate (an assumption, not a measurement)."""
+def gpu_projection(macs_per_image: int, images: int, epochs: int = 160) -> dict:
+    """Projected H200 hours for the paper's ``epochs``-epoch training on ``images`` images of the
+    model after the scattering, assuming training costs 3x the forward multiply-adds and the GPU
+    sustains a stated fraction of its dense float32 rate (an assumption, not a measurement)."""
     h200_fp32_flops, fraction = 67e12, 0.3
-    flops = 3 * 2 * macs_per_image
-    seconds_per_image = flops / (h200_fp32_flops * fraction)
+    seconds_per_image = 3 * 2 * macs_per_image / (h200_fp32_flops * fraction)
     return {"assumption": "H200 dense FP32 67 TFLOP/s at 30% utilisation; training = 3x forward "
                           "multiply-adds; scattering cost excluded (computed once and cached, or "
                           "on the fly with augmentation)",
-            "seconds_per_image": seconds_per_image,
-            "imagenet_160_epochs_h200_hours": round(seconds_per_image * imagenet_images * epochs / 3600, 1),
-            "cifar10_160_epochs_h200_hours": None if cifar_images is None else
-            round(seconds_per_image * cifar_images * epochs / 3600, 2)}
+            "images": images, "epochs": epochs, "seconds_per_image": seconds_per_image,
+            "h200_hours": round(seconds_per_image * images * epochs / 3600, 2)}
 
 
 def main(argv=None) -> int:
@@ -271,11 +267,11 @@ def main(argv=None) -> int:
         # the paper's model on CIFAR's J=2 maps: 8x8 pixels, 3 x 81 channels, 10 classes, pool 3
         macs = paper_multiply_adds(8, 8, 243, pool=3, classes=10)
         report["cifar_jpeg"]["paper_model_on_cifar"] = {
-            "multiply_adds_per_image": macs, **gpu_projection(macs["total"])}
+            "multiply_adds_per_image": macs, **gpu_projection(macs["total"], 50_000)}
     if "imagenet" in args.parts:
         report["imagenet"] = imagenet(args.imagenet_batch)
         macs = report["imagenet"]["model_multiply_adds_per_image"]["total"]
-        report["imagenet"]["gpu_projection"] = gpu_projection(macs, cifar_images=None)
+        report["imagenet"]["gpu_projection"] = gpu_projection(macs, IMAGENET_TRAIN_IMAGES)
     report["peak_rss_gib"] = peak_rss_gib()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))
