@@ -1,0 +1,1 @@
+"""CUDA sources of the GPU Gram engine (tiles.cuh, gram.cu, the host harness harness.cu); see README.md."""
