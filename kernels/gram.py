@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 from .layers import Cast, Layer, Serial
 
 __all__ = ["gram", "validate_images", "input_dtype", "default_block_size", "pairs_per_step",
-           "JaxBackend"]
+           "JaxBackend", "resolve_backend"]
 
 
 def input_dtype(spec: Layer) -> str:
@@ -100,6 +101,25 @@ class JaxBackend:
             return np.asarray(_cross_block(spec, jnp.asarray(x), jnp.asarray(y), info_x, info_y))
 
 
+def resolve_backend(backend, spec: Layer, image_shape):
+    """The backend object for ``gram``'s ``backend`` option (see :func:`gram`); a backend whose
+    ``unsupported(spec, image_shape)`` gives a reason is replaced by JaxBackend, with a warning."""
+    from . import cuda
+
+    if backend is None:
+        backend = "cuda" if cuda.available() else "jax"
+    if isinstance(backend, str):
+        if backend not in ("jax", "cuda"):
+            raise ValueError(f"backend must be None, 'jax', 'cuda' or a backend object; got {backend!r}")
+        backend = JaxBackend() if backend == "jax" else cuda.CudaBackend()
+    reason = backend.unsupported(spec, tuple(image_shape)) if hasattr(backend, "unsupported") else None
+    if reason:
+        warnings.warn(f"{type(backend).__name__} cannot run this spec ({reason}); using the JAX backend",
+                      cuda.CudaFallbackWarning, stacklevel=3)
+        return JaxBackend()
+    return backend
+
+
 def _block_length(n: int, block_size: int) -> int:
     """The most even split of n rows into blocks of at most block_size."""
     return math.ceil(n / math.ceil(n / block_size))
@@ -126,9 +146,17 @@ def gram(spec: Layer, x, y=None, *, flip: bool = False, block_size: int | None =
     x, y: NHWC float images (N, H, W, C) of the same H, W, C; y=None gives the symmetric K(x, x)
     from upper-triangular blocks only. flip=True returns K(x, y) + K(x, flip(y)) (horizontal flip),
     the kernel of training on originals plus mirror images, at twice the plain cost.
-    block_size: images per block, i.e. per XLA call (default :func:`default_block_size`); memory
-    is set by the few image pairs evaluated per step (:func:`pairs_per_step`), not by the block. The spec must end with a 1 x 1 map (e.g. GlobalAvgPool).
+    block_size: images per block, i.e. per backend call (default: the backend's
+    ``preferred_block_size`` where it has one, else :func:`default_block_size`); on the JAX backend
+    memory is set by the few image pairs evaluated per step (:func:`pairs_per_step`), not by the block.
+    The spec must end with a 1 x 1 map (e.g. GlobalAvgPool).
     The pixels enter the spec in float32, or in float64 where the spec starts with Cast("float64").
+    backend: None (default: "cuda" where CuPy sees a GPU, else "jax"), "jax" (XLA on JAX's default
+    device), "cuda" (the fused kernels of csrc/, :class:`tangentless.kernels.cuda.CudaBackend`), or
+    an object with ``self_info(spec, x)`` and ``compute_block(spec, x, y, info_x, info_y)``, and
+    optionally ``unsupported(spec, image_shape) -> reason or None`` and ``preferred_block_size``.
+    A backend that cannot run the spec is replaced by the JAX one with a
+    :class:`~tangentless.kernels.cuda.CudaFallbackWarning` that says why.
     """
     if not isinstance(spec, Layer):
         raise TypeError(f"spec must be a tangentless.kernels Layer, got {type(spec).__name__}")
@@ -142,11 +170,12 @@ def gram(spec: Layer, x, y=None, *, flip: bool = False, block_size: int | None =
     if size != (1, 1):
         raise ValueError(f"the spec maps {x.shape[1]}x{x.shape[2]} images to {size[0]}x{size[1]} maps; "
                          "end it with GlobalAvgPool() to get one number per image pair")
+    backend = resolve_backend(backend, spec, x.shape[1:])
     if block_size is None:
-        block_size = default_block_size(*x.shape[1:3])
+        hook = getattr(backend, "preferred_block_size", None)
+        block_size = hook(spec, x.shape[1:]) if hook else default_block_size(*x.shape[1:3])
     if not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
-    backend = JaxBackend() if backend is None else backend
 
     row_length, col_length = _block_length(len(x), block_size), _block_length(len(y), block_size)
     row_blocks, col_blocks = _blocks(len(x), row_length), _blocks(len(y), col_length)
