@@ -1,6 +1,7 @@
 """Block sources: kernel matrices read one block K[rows, cols] at a time.
 
-A block source wraps an in-memory array, a numpy memmap, a Zarr array or a callable
+A block source wraps an in-memory array, a numpy memmap, a Zarr array (or the path of one, e.g. a
+store written by ``gram(..., store="k.zarr")``) or a callable
 ``f(rows, cols) -> array`` (a kernel computed on demand, e.g. a Gram engine:
 ``lambda r, c: spec.gram(x[r], x[c], progress=False)``). The solvers only ever ask it for row blocks
 (or row blocks of a few columns), so the full matrix never has to be in memory. Every block is
@@ -9,6 +10,7 @@ returned as float64 and checked for its shape and for NaN/inf on the way out.
 from __future__ import annotations
 
 import mmap
+import os
 from typing import Callable
 
 import numpy as np
@@ -159,7 +161,8 @@ def as_block_source(obj, *, shape: tuple[int, int] | None = None, square: bool =
     """Wrap ``obj`` as a :class:`BlockSource` of shape (n, m).
 
     obj: a numpy array or memmap (any real dtype; float32 storage is read as float64), a Zarr
-        array (anything with ``oindex``), another array-like, a BlockSource, or a callable
+        array (anything with ``oindex``) or the path of one (str or os.PathLike, opened
+        read-only), another array-like, a BlockSource, or a callable
         ``f(rows, cols) -> (len(rows), len(cols)) array`` taking step-1 slices or int arrays.
     shape: required for callables, checked against arrays.
     square: require n == m (training kernels).
@@ -171,6 +174,9 @@ def as_block_source(obj, *, shape: tuple[int, int] | None = None, square: bool =
         source = _numpy_source(obj, name)
     elif hasattr(obj, "oindex") and hasattr(obj, "shape"):
         source = _zarr_source(obj, name)
+    elif isinstance(obj, (str, os.PathLike)):
+        import zarr
+        source = _zarr_source(zarr.open_array(obj, mode="r"), name)
     elif callable(obj):
         if shape is None:
             raise ValueError(f"{name} is a callable: pass shape=(n, m)")
