@@ -1,0 +1,523 @@
+"""CNN baselines in JAX + optax: the same-architecture network of a kernel spec, and ResNet-9.
+
+Networks are pairs of pure functions in one interface:
+``init(key, input_shape (H, W, C)) -> (params, state)`` and
+``apply(params, state, x (B, H, W, C), train: bool) -> (outputs (B, K), new_state)``.
+
+- :func:`kernel_network`: ``spec.network(width, K)``, the finite-width network whose NNGP is the
+  spec's kernel; with ``myrtle(depth, head="linear")`` the Myrtle networks of "Neural Kernels
+  Without Tangents" (3x3 convs, ReLU, 2x2 average pools, global average pool, linear readout; no
+  bias, no batch norm).
+- :func:`resnet9`: D. Page's ResNet-9 with a channel multiplier ``width``.
+
+:func:`train_cnn` trains either with SGD (Nesterov momentum, weight decay on the weights of ndim >= 2,
+PyTorch's rule: added to the gradient before momentum) and a one-cycle learning rate, on MSE to
+one-hot labels or cross-entropy with label smoothing; crop + flip + cutout augmentation; checkpoints
+after every epoch that resume bit for bit. :class:`CNNClassifier` wraps both as a scikit-learn
+classifier. Data order, augmentation and checkpoints reuse :mod:`tangentless.scattering.train`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ..kernels import myrtle
+from ..scattering.estimators import _images as validate_images
+from ..scattering.model import batch_norm, fit_standardization, standardize
+from ..scattering.train import (CHECKPOINT, CheckpointError, TrainResult, _Arrays, _epoch_metrics,
+                                load_checkpoint, save_checkpoint, to_float_images)
+
+LOSSES = ("mse", "xent")
+ARCHS = ("myrtle5", "myrtle7", "myrtle10", "resnet9")
+#: (block, channels at width 1, max-pool 2 after the conv, residual pair of convs after that)
+RESNET9_BLOCKS = (("prep", 64, False, False), ("layer1", 128, True, True),
+                  ("layer2", 256, True, False), ("layer3", 512, True, True))
+
+
+# --- networks ------------------------------------------------------------------------------------
+
+def kernel_network(spec, width: int, num_outputs: int = 10):
+    """``spec.network(width, num_outputs)`` (the finite-width network whose NNGP is the spec's
+    kernel) in this module's interface; no state.
+
+    Its parameterization is the kernel's (NTK-style): weights N(0, 1), each layer's output divided by
+    sqrt(fan_in). Learning rates are therefore in NTK units, the same at every width; a PyTorch-style
+    (standard) parameterization needs a learning rate that falls as 1 / width and diverged on CIFAR
+    at width 64 with the rates that train width 32. init raises ValueError for image sizes the spec
+    cannot pool (Myrtle: H, W divisible by 4).
+    """
+    net_init, net_apply = spec.network(width, num_outputs)
+
+    def init(key, input_shape):
+        h, w, c = input_shape
+        spec.output_size((h, w))
+        return net_init(key, c), {}
+
+    def apply(params, state, x, train: bool):
+        return net_apply(params, x), state
+
+    return init, apply
+
+
+def _conv(x, kernel):
+    """3x3 "same" convolution, no bias: (B, H, W, Cin) -> (B, H, W, Cout)."""
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _max_pool(x, p: int = 2):
+    """(B, H, W, C) -> (B, H // p, W // p, C): p x p maxima, stride p."""
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, p, p, 1), (1, p, p, 1), "VALID")
+
+
+def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, bn_momentum: float = 0.9,
+            bn_eps: float = 1e-5):
+    """``(init, apply)`` of ResNet-9 ("How to train your ResNet", D. Page), channels x ``width``.
+
+    prep conv(64) -> conv(128), maxpool2, + residual(conv(128), conv(128)) -> conv(256), maxpool2 ->
+    conv(512), maxpool2, + residual(conv(512), conv(512)) -> global max pool -> linear (no bias) x
+    ``scale``; each conv is 3x3 "same", no bias, then batch norm
+    (:func:`tangentless.scattering.model.batch_norm`: batch statistics in training, running ones with
+    ``bn_momentum`` in evaluation), then ReLU. Channels: round(c * width), at least 1. The global max
+    pool replaces Page's maxpool4 (the same on 32x32) so that any H, W >= 8 work (8x8 digits: 8 -> 4
+    -> 2 -> 1; odd sizes are floored). Init: PyTorch's defaults, weights U(+-1 / sqrt(fan_in)), batch
+    norm scale 1, offset 0. params: {block: {conv: {"kernel", "bn": {"scale", "offset"}}}, "linear":
+    (C, num_outputs)}; state: {block: {conv: {"mean", "var"}}}; conv in "conv", "res1", "res2".
+    """
+    if not width > 0:
+        raise ValueError(f"resnet9 width must be > 0 (a channel multiplier); got {width!r}")
+    channels = {name: max(1, round(c * width)) for name, c, _, _ in RESNET9_BLOCKS}
+
+    def shapes(c: int) -> dict:
+        """(block, conv) -> HWIO kernel shape, and "linear" -> (C, num_outputs), in order."""
+        out = {}
+        for name, _, _, residual in RESNET9_BLOCKS:
+            for conv in ("conv", "res1", "res2") if residual else ("conv",):
+                out[name, conv] = (3, 3, c, channels[name])
+                c = channels[name]
+        out["linear"] = (c, num_outputs)
+        return out
+
+    def init(key, input_shape):
+        h, w, c = map(int, input_shape)
+        if min(h, w) < 8:
+            raise ValueError(f"resnet9 needs images of at least 8x8 (three 2x2 max pools); got {h}x{w}")
+        return _init(key, c)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def _init(key, c: int):
+        weights = shapes(c)   # one uniform draw cut into all weights: one RNG program to compile
+        sizes = [math.prod(shape) for shape in weights.values()]
+        draws = jnp.split(jax.random.uniform(key, (sum(sizes),), jnp.float32, -1, 1), np.cumsum(sizes)[:-1])
+        weights = {k: u.reshape(shape) / math.sqrt(math.prod(shape[:-1]))
+                   for (k, shape), u in zip(weights.items(), draws)}
+        params, state = {"linear": weights.pop("linear")}, {}
+        for (name, conv), kernel in weights.items():
+            cout = kernel.shape[-1]
+            params.setdefault(name, {})[conv] = {"kernel": kernel, "bn": {"scale": jnp.ones(cout),
+                                                                          "offset": jnp.zeros(cout)}}
+            state.setdefault(name, {})[conv] = {"mean": jnp.zeros(cout), "var": jnp.ones(cout)}
+        return params, state
+
+    def apply(params, state, x, train: bool):
+        new_state = {}
+
+        def conv_bn(h, block, conv):
+            p = params[block][conv]
+            h, new_state[block][conv] = batch_norm(_conv(h, p["kernel"]), p["bn"], state[block][conv],
+                                                   train=train, momentum=bn_momentum, eps=bn_eps)
+            return jax.nn.relu(h)
+
+        for name, _, pool, residual in RESNET9_BLOCKS:
+            new_state[name] = {}
+            x = conv_bn(x, name, "conv")
+            if pool:
+                x = _max_pool(x)
+            if residual:
+                x = x + conv_bn(conv_bn(x, name, "res1"), name, "res2")
+        return jnp.max(x, axis=(1, 2)) @ params["linear"] * scale, new_state
+
+    return init, apply
+
+
+# --- training ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CNNTrainConfig:
+    """Budget and optimization of :func:`train_cnn` (defaults: Page's ResNet-9 recipe, 10 epochs).
+
+    lr: the one-cycle peak (:func:`one_cycle`) over ``schedule_epochs`` (None: ``epochs``); training
+    the first ``epochs`` of a longer schedule is what lets a run stop and resume to the same result.
+    loss: "mse" (batch mean of the squared distance |output - one_hot|^2) or "xent" (softmax
+    cross-entropy to labels smoothed by ``label_smoothing``). augment: random crops of the images
+    zero-padded by ``crop_padding``, horizontal flips, and (``cutout`` > 0) a ``cutout`` x
+    ``cutout`` square set to 0 (the mean, for standardized images) inside each image.
+    """
+
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 0.4
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup: float = 0.2
+    schedule_epochs: int | None = None
+    loss: str = "xent"
+    label_smoothing: float = 0.2
+    augment: bool = True
+    crop_padding: int = 4
+    cutout: int = 8
+    seed: int = 0
+    eval_batch_size: int = 512
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:
+            raise ValueError(f"schedule_epochs ({self.schedule_epochs}) must be >= epochs ({self.epochs}): "
+                             f"the learning rate reaches 0 at the end of the schedule")
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.momentum < 1 and 0 <= self.warmup < 1):
+            raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1, 0 <= warmup < 1; got "
+                             f"{self.lr}, {self.weight_decay}, {self.momentum}, {self.warmup}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if not 0 <= self.label_smoothing < 1 or (self.loss == "mse" and self.label_smoothing):
+            raise ValueError(f"label_smoothing must be in [0, 1), and 0 with the mse loss; got "
+                             f"{self.label_smoothing} with {self.loss!r}")
+        if self.crop_padding < 0 or self.cutout < 0:
+            raise ValueError(f"crop_padding and cutout must be >= 0; got {self.crop_padding}, {self.cutout}")
+
+    @property
+    def horizon(self) -> int:
+        """Epochs of the learning-rate schedule."""
+        return self.schedule_epochs or self.epochs
+
+
+@dataclasses.dataclass
+class CNNTrainResult(TrainResult):
+    """:class:`~tangentless.scattering.train.TrainResult` plus ``budget``: what the run trained on
+    (epochs, schedule_epochs, batch_size used, train_images, steps_per_epoch)."""
+
+    budget: dict = dataclasses.field(default_factory=dict)
+
+
+def one_cycle(peak: float, total_steps: int, warmup: float):
+    """Step t in [0, total_steps) -> peak * min((t + 1) / w, (total_steps - t) / (total_steps - w)),
+    w = min(round(warmup * total_steps), total_steps - 1): a linear rise to ``peak`` at step w - 1,
+    then a linear fall that would reach 0 at step total_steps (no step has lr 0). w = 0: the fall."""
+    w = min(round(warmup * total_steps), total_steps - 1)
+
+    def schedule(t: int) -> float:
+        down = (total_steps - t) / (total_steps - w)
+        return peak * (min((t + 1) / w, down) if w else down)
+
+    return schedule
+
+
+def loss_fn(outputs, labels, loss: str, label_smoothing: float = 0.0):
+    """Batch mean of the loss of outputs (B, K) for integer labels (B,): "mse", the squared
+    distance to the one-hot label summed over the K outputs; "xent", softmax cross-entropy to the
+    one-hot label smoothed by ``label_smoothing``."""
+    targets = jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
+    if loss == "mse":
+        return jnp.mean(jnp.sum((outputs - targets) ** 2, -1))
+    return optax.softmax_cross_entropy(outputs, optax.smooth_labels(targets, label_smoothing)).mean()
+
+
+def _decayed(params):
+    """True on the leaves that get weight decay: weights of ndim >= 2, not batch-norm vectors."""
+    return jax.tree_util.tree_map(lambda w: w.ndim >= 2, params)
+
+
+def make_optimizer(config: CNNTrainConfig) -> optax.GradientTransformation:
+    """SGD at unit learning rate: weight decay (on leaves of ndim >= 2) added to the gradient, then
+    (Nesterov) momentum, PyTorch's rule; the training step scales the result by -lr."""
+    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=_decayed),
+                       optax.trace(decay=config.momentum, nesterov=config.nesterov))
+
+
+def _step_settings(config: CNNTrainConfig) -> CNNTrainConfig:
+    """The fields a training step uses (loss and optimizer), the others at their defaults."""
+    return CNNTrainConfig(loss=config.loss, label_smoothing=config.label_smoothing, momentum=config.momentum,
+                          nesterov=config.nesterov, weight_decay=config.weight_decay)
+
+
+@functools.lru_cache(maxsize=32)
+def _training(apply, settings: CNNTrainConfig):
+    """(optimizer, jitted (params, state, opt_state, x, y, lr) -> (params, state, opt_state,
+    {"loss", "train_acc"})) for :func:`_step_settings`. The learning rate is an input, so one
+    compilation (per network and batch shape) serves every schedule, seed and budget."""
+    optimizer = make_optimizer(settings)
+
+    def step(params, state, opt_state, x, y, lr):
+        def objective(p):
+            out, new_state = apply(p, state, x, True)
+            return loss_fn(out, y, settings.loss, settings.label_smoothing), (out, new_state)
+
+        (loss, (out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = jax.tree_util.tree_map(lambda w, u: w - lr * u, params, updates)
+        return params, new_state, opt_state, {"loss": loss, "train_acc": jnp.mean(jnp.argmax(out, -1) == y)}
+
+    return optimizer, jax.jit(step)
+
+
+def cutout(images: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Copy of images (B, H, W, C) with a size x size square set to 0 in each image, its top-left
+    corner uniform over the positions that keep it inside (size >= H or W: everything)."""
+    b, h, w, _ = images.shape
+    top = rng.integers(0, max(h - size, 0) + 1, b)[:, None]
+    left = rng.integers(0, max(w - size, 0) + 1, b)[:, None]
+    rows = (np.arange(h) >= top) & (np.arange(h) < top + size)
+    cols = (np.arange(w) >= left) & (np.arange(w) < left + size)
+    return np.where((rows[:, :, None] & cols[:, None, :])[..., None], 0, images).astype(images.dtype)
+
+
+def train_batches(data: _Arrays, config: CNNTrainConfig, epoch: int, batch: int):
+    """(images (batch, H, W, C), labels) of epoch ``epoch``: the permutation, crops and flips of
+    :meth:`tangentless.scattering.train._Arrays.train_batches` (streams ``default_rng([seed, epoch,
+    0 | 1])``), then with augment cutout from ``default_rng([seed, epoch, 2])``."""
+    cut_rng = np.random.default_rng([config.seed, epoch, 2])
+    for images, labels in data.train_batches(config, epoch, batch):
+        if config.augment and config.cutout:
+            images = cutout(images, cut_rng, config.cutout)
+        yield images, labels
+
+
+@functools.lru_cache(maxsize=16)
+def _forward(apply):
+    return jax.jit(lambda params, state, x: apply(params, state, x, False)[0])
+
+
+def predict_outputs(apply, params, state, images, batch_size: int = 512) -> np.ndarray:
+    """Evaluation-mode outputs (N, K) of images (N, H, W, C), in batches padded to one shape."""
+    data = images if isinstance(images, _Arrays) else _Arrays(features=images)
+    forward = _forward(apply)
+    return np.concatenate([np.asarray(forward(params, state, x))[:n]
+                           for x, n, _ in data.padded_features(data.eval_batches(batch_size), batch_size)])
+
+
+def _evaluate(apply, params, state, data: _Arrays, config: CNNTrainConfig) -> dict:
+    out = predict_outputs(apply, params, state, data, config.eval_batch_size)
+    loss = loss_fn(jnp.asarray(out), jnp.asarray(data.labels), config.loss, config.label_smoothing)
+    return {"test_acc": float(np.mean(out.argmax(1) == data.labels)), "test_loss": float(loss)}
+
+
+def _fingerprint(config: CNNTrainConfig, model: dict, data: _Arrays) -> dict:
+    """What a checkpoint must match: the config less ``epochs`` (with the schedule's horizon), the
+    model description and the data's shape and label checksum; JSON-normalized."""
+    train = dataclasses.asdict(config)
+    train.pop("epochs")
+    train["schedule_epochs"] = config.horizon
+    return json.loads(json.dumps({"model": model, "train": train, "data": data.fingerprint()}))
+
+
+def train_cnn(init, apply, images, labels, config: CNNTrainConfig, *, eval_set=None, checkpoint_dir=None,
+              model_fingerprint: dict | None = None, progress: bool = False) -> CNNTrainResult:
+    """Train ``(init, apply)`` (the module's interface) from scratch or resume, to ``config.epochs``.
+
+    images: (N, H, W, C) floats, already preprocessed (:func:`preprocess`); labels: (N,) ints in
+    [0, K), K the network's outputs. Epoch e: a permutation in batches of min(batch_size, N), the last
+    incomplete one dropped, augmented as ``config`` says; params from ``jax.random.key(seed)``.
+    eval_set: (images, labels) preprocessed the same way, scored after every epoch.
+    history: per epoch {"epoch", "lr" (at its last step), "loss", "train_acc" (training batches,
+    train mode), "seconds", "images_per_s" (training only; the first epoch of a call includes
+    compilation), and with eval_set "test_acc", "test_loss" (the training loss on eval_set)}.
+
+    checkpoint_dir: ``checkpoint.npz`` written atomically after every epoch
+    (:func:`~tangentless.scattering.train.save_checkpoint`); a call finding one resumes from it, bit
+    for bit, when config (less ``epochs``; the schedule's horizon included), ``model_fingerprint``
+    (a JSON-able description of the network), data shape and labels match, and it has at most
+    ``epochs`` epochs; otherwise CheckpointError.
+    """
+    images = images if hasattr(images, "dtype") else np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"images must be preprocessed floats (see preprocess); got dtype {images.dtype}")
+    params, state = init(jax.random.key(config.seed), tuple(images.shape[1:]))
+    sample = jax.ShapeDtypeStruct((1,) + tuple(images.shape[1:]), jnp.float32)
+    n_outputs = jax.eval_shape(lambda p, s, x: apply(p, s, x, False)[0], params, state, sample).shape[-1]
+    data = _Arrays(features=images, labels=labels, n_classes=n_outputs)
+    if len(data) < 2:
+        raise ValueError(f"need at least 2 training images; got {len(data)}")
+    eval_data = None if eval_set is None else _Arrays(features=eval_set[0], labels=eval_set[1],
+                                                       n_classes=n_outputs, label_name="eval_set labels")
+    batch = min(config.batch_size, len(data))
+    steps = len(data) // batch
+    schedule = one_cycle(config.lr, config.horizon * steps, config.warmup)
+    optimizer, step = _training(apply, _step_settings(config))
+    opt_state = optimizer.init(params)
+    current = _fingerprint(config, model_fingerprint or {}, data)
+    ckpt = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / CHECKPOINT
+    history, start = [], 0
+    if ckpt is not None and ckpt.exists():
+        trees, meta = load_checkpoint(ckpt, {"params": params, "state": state, "opt_state": opt_state}, current)
+        if meta["epoch"] > config.epochs:
+            raise CheckpointError(f"checkpoint {ckpt} has {meta['epoch']} epochs, more than the "
+                                  f"{config.epochs} asked for")
+        params, state, opt_state = trees["params"], trees["state"], trees["opt_state"]
+        history, start = meta["history"], meta["epoch"]
+
+    for epoch in range(start, config.epochs):
+        tic = time.perf_counter()
+        records = []
+        batches = tqdm(train_batches(data, config, epoch, batch), total=steps, disable=not progress,
+                       desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+        for i, (x, y) in enumerate(batches):
+            if records:   # one step in flight at most: queued steps would keep their batches alive
+                jax.block_until_ready(records[-1])
+            params, state, opt_state, metrics = step(params, state, opt_state, jnp.asarray(x, jnp.float32),
+                                                     jnp.asarray(y, jnp.int32),
+                                                     np.float32(schedule(epoch * steps + i)))
+            records.append(metrics)
+        entry = {"epoch": epoch + 1, "lr": schedule((epoch + 1) * steps - 1)}
+        entry.update(_epoch_metrics(records))
+        seconds = time.perf_counter() - tic
+        entry.update(seconds=seconds, images_per_s=steps * batch / seconds)
+        if eval_data is not None:
+            entry.update(_evaluate(apply, params, state, eval_data, config))
+        history.append(entry)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(ckpt, {"params": params, "state": state, "opt_state": opt_state},
+                            {"epoch": epoch + 1, "history": history, "fingerprint": current})
+    budget = {"epochs": config.epochs, "schedule_epochs": config.horizon, "batch_size": batch,
+              "train_images": len(data), "steps_per_epoch": steps}
+    return CNNTrainResult(params, state, history, budget)
+
+
+# --- scikit-learn classifier -----------------------------------------------------------------------
+
+#: per family: width, batch_size, lr, loss (Myrtle: the paper's loss, lr for kernel_network's
+#: parameterization; ResNet-9: Page's recipe)
+ARCH_DEFAULTS = {"myrtle": {"width": 64, "batch_size": 128, "lr": 1.0, "loss": "mse"},
+                 "resnet9": {"width": 1.0, "batch_size": 512, "lr": 0.4, "loss": "xent"}}
+
+
+@functools.lru_cache(maxsize=16)
+def build_network(arch: str, width, num_outputs: int):
+    """``(init, apply)`` of an :data:`ARCHS` name (cached: one jitted forward per network)."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
+    if arch == "resnet9":
+        return resnet9(width, num_outputs)
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"{arch} width must be a positive integer (channels per layer); got {width!r}")
+    return kernel_network(myrtle(int(arch[len("myrtle"):]), head="linear"), int(width), num_outputs)
+
+
+def preprocess(images: np.ndarray, stats: dict) -> np.ndarray:
+    """uint8 images scaled to [0, 1] (floats kept), then (x - mean) / std per channel: float32."""
+    return standardize(to_float_images(images), stats).astype(np.float32)
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """A CNN baseline as a scikit-learn classifier: a Myrtle network (:func:`kernel_network` of
+    ``myrtle(depth, head="linear")``) or ResNet-9 (:func:`resnet9`), trained by :func:`train_cnn`.
+
+    Myrtle: the paper's network, a linear readout after the global average pool. The kernel's
+    normalized head (``head="project"``: dense, per-pixel normalization, ReLU) does not train by SGD:
+    its features of different images are nearly collinear at init and the outputs collapse to the
+    class mean (10-20% on digits where the linear readout reaches 60-98%).
+
+    fit(X, y): X (n, H, W, C) uint8 (scaled to [0, 1]) or floats, y (n,) labels. Images are then
+    standardized per channel with the training set's mean and std (``standardization_``). Myrtle
+    needs H and W divisible by 4 (32x32 CIFAR; 8x8 digits: 8 -> 4 -> 2 -> global pool), ResNet-9
+    H, W >= 8. ``None`` settings take the family's default (:data:`ARCH_DEFAULTS`): Myrtle width 64
+    channels (the paper: 2048 for Myrtle10), batch 128, lr 1.0 (NTK units, see
+    :func:`kernel_network`), loss "mse" (to one-hot labels); ResNet-9 width 1.0 (channel
+    multiplier), batch 512, lr 0.4, loss "xent" with label smoothing 0.2 (0 for mse).
+    SGD Nesterov 0.9, ``weight_decay`` on the weights, one-cycle lr (20% warmup) over ``epochs``.
+    augment: crops (padding H / 8), flips and cutout (side H / 4); flips do not suit digits, use
+    augment=False there. checkpoint_dir: a checkpoint per epoch; a fit with the same settings and
+    data resumes from it. random_state seeds init, data order and augmentation.
+
+    Attributes: classes_, params_, state_, history_ (per epoch), budget_ (what the run trained on),
+    standardization_ ({"mean", "std"} (C,)), image_shape_ (H, W, C).
+    """
+
+    def __init__(self, arch="resnet9", width=None, epochs=10, batch_size=None, lr=None, weight_decay=5e-4,
+                 loss=None, augment=True, random_state=0, checkpoint_dir=None, progress=False):
+        self.arch = arch
+        self.width = width
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.loss = loss
+        self.augment = augment
+        self.random_state = random_state
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+
+    def _setting(self, name: str):
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}; got {self.arch!r}")
+        return ARCH_DEFAULTS["resnet9" if self.arch == "resnet9" else "myrtle"][name]
+
+    def _network(self):
+        return build_network(self.arch, self._setting("width"), len(self.classes_))
+
+    def _seed(self) -> int:
+        if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(2 ** 31 - 1))
+
+    def fit(self, X, y):
+        """Train on images X (n, H, W, C) and labels y (n,)."""
+        images = validate_images(X)
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape {labels.shape}")
+        check_classification_targets(labels)
+        self.classes_, targets = np.unique(labels, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has a single class ({self.classes_[0]!r}); need at least 2")
+        init, apply = self._network()
+        size = min(images.shape[1:3])
+        loss = self._setting("loss")
+        config = CNNTrainConfig(epochs=self.epochs, batch_size=self._setting("batch_size"), lr=self._setting("lr"),
+                                weight_decay=self.weight_decay, loss=loss,
+                                label_smoothing=0.2 if loss == "xent" else 0.0, augment=bool(self.augment),
+                                crop_padding=max(1, size // 8), cutout=max(1, size // 4), seed=self._seed())
+        self.standardization_ = fit_standardization(to_float_images(images))
+        result = train_cnn(init, apply, preprocess(images, self.standardization_), targets, config,
+                           checkpoint_dir=self.checkpoint_dir, progress=self.progress,
+                           model_fingerprint={"arch": self.arch, "width": self._setting("width")})
+        self.params_, self.state_, self.history_, self.budget_ = (result.params, result.state, result.history,
+                                                                  result.budget)
+        self.image_shape_ = images.shape[1:]
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """(n, n_classes) network outputs (logits for xent, one-hot regressions for mse)."""
+        check_is_fitted(self, "params_")
+        images = validate_images(X)
+        if images.shape[1:] != self.image_shape_:
+            raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
+                             f"{self.image_shape_}")
+        _, apply = self._network()
+        return predict_outputs(apply, self.params_, self.state_, preprocess(images, self.standardization_))
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) predicted labels."""
+        outputs = self.decision_function(X)
+        return self.classes_[np.argmax(outputs, 1)]
