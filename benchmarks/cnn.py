@@ -36,9 +36,9 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ..kernels import myrtle
-from ..scattering.estimators import _images as validate_images
+from ..scattering.estimators import check_image_input as validate_images
 from ..scattering.model import batch_norm, fit_standardization, standardize
-from ..scattering.train import (CHECKPOINT, CheckpointError, TrainResult, _Arrays, _epoch_metrics,
+from ..scattering.train import (CHECKPOINT, CheckpointError, TrainResult, ArrayData, epoch_metrics,
                                 load_checkpoint, save_checkpoint, to_float_images)
 
 LOSSES = ("mse", "xent")
@@ -287,9 +287,9 @@ def cutout(images: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarra
     return np.where((rows[:, :, None] & cols[:, None, :])[..., None], 0, images).astype(images.dtype)
 
 
-def train_batches(data: _Arrays, config: CNNTrainConfig, epoch: int, batch: int):
+def train_batches(data: ArrayData, config: CNNTrainConfig, epoch: int, batch: int):
     """(images (batch, H, W, C), labels) of epoch ``epoch``: the permutation, crops and flips of
-    :meth:`tangentless.scattering.train._Arrays.train_batches` (streams ``default_rng([seed, epoch,
+    :meth:`tangentless.scattering.train.ArrayData.train_batches` (streams ``default_rng([seed, epoch,
     0 | 1])``), then with augment cutout from ``default_rng([seed, epoch, 2])``."""
     cut_rng = np.random.default_rng([config.seed, epoch, 2])
     for images, labels in data.train_batches(config, epoch, batch):
@@ -305,19 +305,19 @@ def _forward(apply):
 
 def predict_outputs(apply, params, state, images, batch_size: int = 512) -> np.ndarray:
     """Evaluation-mode outputs (N, K) of images (N, H, W, C), in batches padded to one shape."""
-    data = images if isinstance(images, _Arrays) else _Arrays(features=images)
+    data = images if isinstance(images, ArrayData) else ArrayData(features=images)
     forward = _forward(apply)
     return np.concatenate([np.asarray(forward(params, state, x))[:n]
                            for x, n, _ in data.padded_features(data.eval_batches(batch_size), batch_size)])
 
 
-def _evaluate(apply, params, state, data: _Arrays, config: CNNTrainConfig) -> dict:
+def _evaluate(apply, params, state, data: ArrayData, config: CNNTrainConfig) -> dict:
     out = predict_outputs(apply, params, state, data, config.eval_batch_size)
     loss = loss_fn(jnp.asarray(out), jnp.asarray(data.labels), config.loss, config.label_smoothing)
     return {"test_acc": float(np.mean(out.argmax(1) == data.labels)), "test_loss": float(loss)}
 
 
-def _fingerprint(config: CNNTrainConfig, model: dict, data: _Arrays) -> dict:
+def _fingerprint(config: CNNTrainConfig, model: dict, data: ArrayData) -> dict:
     """What a checkpoint must match: the config less ``epochs`` (with the schedule's horizon), the
     model description and the data's shape and label checksum; JSON-normalized."""
     train = dataclasses.asdict(config)
@@ -350,10 +350,10 @@ def train_cnn(init, apply, images, labels, config: CNNTrainConfig, *, eval_set=N
     params, state = init(jax.random.key(config.seed), tuple(images.shape[1:]))
     sample = jax.ShapeDtypeStruct((1,) + tuple(images.shape[1:]), jnp.float32)
     n_outputs = jax.eval_shape(lambda p, s, x: apply(p, s, x, False)[0], params, state, sample).shape[-1]
-    data = _Arrays(features=images, labels=labels, n_classes=n_outputs)
+    data = ArrayData(features=images, labels=labels, n_classes=n_outputs)
     if len(data) < 2:
         raise ValueError(f"need at least 2 training images; got {len(data)}")
-    eval_data = None if eval_set is None else _Arrays(features=eval_set[0], labels=eval_set[1],
+    eval_data = None if eval_set is None else ArrayData(features=eval_set[0], labels=eval_set[1],
                                                        n_classes=n_outputs, label_name="eval_set labels")
     batch = min(config.batch_size, len(data))
     steps = len(data) // batch
@@ -384,7 +384,7 @@ def train_cnn(init, apply, images, labels, config: CNNTrainConfig, *, eval_set=N
                                                      np.float32(schedule(epoch * steps + i)))
             records.append(metrics)
         entry = {"epoch": epoch + 1, "lr": schedule((epoch + 1) * steps - 1)}
-        entry.update(_epoch_metrics(records))
+        entry.update(epoch_metrics(records))
         seconds = time.perf_counter() - tic
         entry.update(seconds=seconds, images_per_s=steps * batch / seconds)
         if eval_data is not None:

@@ -11,7 +11,7 @@ from ..kernels.gram import validate_images
 from . import frontend, model, sparse_coding, train
 
 
-def _images(X, name: str = "X") -> np.ndarray:
+def check_image_input(X, name: str = "X") -> np.ndarray:
     """Validated NHWC images, uint8 kept as uint8 (scaled later), anything else as float32."""
     return validate_images(X, name, "uint8" if getattr(X, "dtype", None) == np.uint8 else "float32")
 
@@ -82,7 +82,7 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
-        images = _images(X)
+        images = check_image_input(X)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape "
@@ -115,7 +115,7 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """(n, n_classes) logits."""
         check_is_fitted(self, "params_")
-        images = _images(X)
+        images = check_image_input(X)
         if images.shape[1:] != self.image_shape_:
             raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
                              f"{self.image_shape_}")

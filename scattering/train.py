@@ -166,7 +166,7 @@ class _Source:
         return model.fit_standardization(x[:n] for x, n, _ in batches)
 
 
-class _Arrays(_Source):
+class ArrayData(_Source):
     """A set held in arrays: features (N, h, w, K), or images (N, H, W, C) with a feature_fn; labels
     (N,) in [0, n_classes) or None. Memmaps stay lazy."""
 
@@ -329,7 +329,7 @@ def predict_logits(params, state, config: model.ModelConfig, *, features=None, i
                    feature_fn=None, batch_size: int = 256) -> np.ndarray:
     """(N, n_classes) evaluation-mode logits of features, or of images through ``feature_fn``;
     in batches padded to one shape (one compilation)."""
-    data = _Arrays(features, images, feature_fn)
+    data = ArrayData(features, images, feature_fn)
     return np.concatenate([np.asarray(logits) for logits, _ in _forward(params, state, config, data, batch_size)])
 
 
@@ -351,7 +351,7 @@ def _scores(params, state, config, data: _Source, batch_size: int) -> dict:
 def evaluate(params, state, config: model.ModelConfig, labels, *, features=None, images=None,
              feature_fn=None, batch_size: int = 256) -> dict:
     """Top-1, top-5 accuracy and mean cross-entropy on a labelled set (features or images)."""
-    return _scores(params, state, config, _Arrays(features, images, feature_fn, labels, config.n_classes),
+    return _scores(params, state, config, ArrayData(features, images, feature_fn, labels, config.n_classes),
                    batch_size)
 
 
@@ -434,7 +434,7 @@ def _check_fingerprint(path, stored: dict, current: dict) -> None:
 
 # --- the loop ----------------------------------------------------------------------------------
 
-def _epoch_metrics(records: list) -> dict:
+def epoch_metrics(records: list) -> dict:
     stacked = jax.device_get(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *records))
     return {k: np.mean(v, 0).tolist() for k, v in stacked.items()}
 
@@ -452,7 +452,7 @@ def fit(model_config: model.ModelConfig, train_config: TrainConfig, labels, *, f
     iteration), rec_error, lambda0, lambda_star, and the dictionary coherence at the epoch's end;
     with eval_set test_top1/top5/loss. Datasets too large for memory: :func:`fit_folder`.
     """
-    data = _Arrays(features, images, feature_fn, labels, model_config.n_classes)
+    data = ArrayData(features, images, feature_fn, labels, model_config.n_classes)
     if len(data) < 2:
         raise ValueError(f"need at least 2 training examples; got {len(data)}")
     if train_config.augment and data.feature_fn is None:
@@ -461,7 +461,7 @@ def fit(model_config: model.ModelConfig, train_config: TrainConfig, labels, *, f
     if eval_set is not None:
         inputs = ({"features": eval_set[0]} if data.feature_fn is None
                   else {"images": eval_set[0], "feature_fn": feature_fn})
-        eval_data = _Arrays(**inputs, labels=eval_set[1], n_classes=model_config.n_classes,
+        eval_data = ArrayData(**inputs, labels=eval_set[1], n_classes=model_config.n_classes,
                             label_name="eval_set labels")
     return _fit(model_config, train_config, data, min(train_config.batch_size, len(data)), eval_data,
                 checkpoint_dir, progress)
@@ -542,7 +542,7 @@ def _fit(model_config, train_config, data: _Source, batch: int, eval_data: _Sour
             params, state, opt_state, metrics = train_step(params, state, opt_state, x, y, step_key)
             records.append(metrics)
         entry = {"epoch": epoch + 1, "lr": train_config.lr * 0.1 ** (epoch // train_config.step_epochs)}
-        entry.update(_epoch_metrics(records))
+        entry.update(epoch_metrics(records))
         seconds = time.perf_counter() - tic
         entry.update(seconds=seconds, images_per_s=steps * batch / seconds)
         if model_config.sparse:

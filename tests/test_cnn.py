@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 from tangentless.benchmarks import cnn
 from tangentless.benchmarks.datasets import load_digits_images
 from tangentless.kernels import myrtle
-from tangentless.scattering.train import CheckpointError, _Arrays
+from tangentless.scattering.train import CheckpointError, ArrayData
 
 RNG = np.random.default_rng(0)
 
@@ -160,7 +160,7 @@ def test_training_stream_against_numpy():
     images = RNG.normal(size=(10, 6, 6, 2)).astype(np.float32)
     labels = np.arange(10) % 3
     config = cnn.CNNTrainConfig(seed=4, crop_padding=2, cutout=3)
-    batches = list(cnn.train_batches(_Arrays(features=images, labels=labels, n_classes=3), config, 1, 4))
+    batches = list(cnn.train_batches(ArrayData(features=images, labels=labels, n_classes=3), config, 1, 4))
     perm = np.random.default_rng([4, 1, 0]).permutation(10)
     crop_rng, cut_rng = np.random.default_rng([4, 1, 1]), np.random.default_rng([4, 1, 2])
     assert len(batches) == 2
@@ -172,7 +172,7 @@ def test_training_stream_against_numpy():
         np.testing.assert_array_equal(x, _cutout_reference(crops, cut_rng, 3))
         np.testing.assert_array_equal(y, labels[idx])
     plain = cnn.CNNTrainConfig(seed=4, augment=False)
-    x, _ = next(cnn.train_batches(_Arrays(features=images, labels=labels, n_classes=3), plain, 1, 4))
+    x, _ = next(cnn.train_batches(ArrayData(features=images, labels=labels, n_classes=3), plain, 1, 4))
     np.testing.assert_array_equal(x, images[perm[:4]])
 
 
