@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes of the --scheduler local cluster (default: one per CPU core)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(run=_gram_command)
+    from .commands import add_commands
+    add_commands(commands)
     return parser
 
 

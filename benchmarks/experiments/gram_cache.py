@@ -1,0 +1,48 @@
+"""The kernel matrix of a training pool and a test set, K[pool + test, pool], in two resumable
+Zarr stores (:mod:`tangentless.kernels.store`): an interrupted computation resumes block by block."""
+from __future__ import annotations
+
+import datetime
+import pathlib
+
+import numpy as np
+
+
+def pool_test_pairs(pool: int, test: int, flip: bool) -> int:
+    """Distinct kernel evaluations of K[pool + test, pool]: P (P + 1) / 2 + T P, twice with flips."""
+    return (pool * (pool + 1) // 2 + test * pool) * (2 if flip else 1)
+
+
+def _seconds(run: dict) -> float:
+    start, end = (datetime.datetime.fromisoformat(run[key]) for key in ("started", "finished"))
+    return (end - start).total_seconds()
+
+
+def pool_test_gram(spec, pool: np.ndarray, test: np.ndarray, *, flip: bool, folder: pathlib.Path,
+                   preprocessing: dict | None = None, progress: bool = True) -> tuple[np.ndarray, dict]:
+    """K (P + T, P) float64: rows 0..P-1 the symmetric pool kernel, rows P.. the test kernel.
+
+    pool (P, H, W, C), test (T, H, W, C): preprocessed images (``preprocessing`` describes how,
+    for the stores' records). The stores are ``folder/pool.zarr`` (K(pool, pool)) and
+    ``folder/test.zarr`` (K(test, pool)); a store made from other images or settings is refused,
+    so the caller puts a checksum of them into ``folder``'s name. Returns K and the cost
+    ``{"pairs", "evaluations", "seconds", "pairs_per_second"}``: ``pairs`` the distinct pairs
+    (:func:`pool_test_pairs`); the rest from the stores' finished runs (interrupted runs
+    record no time; their finished blocks are kept): the engine's evaluations (diagonal blocks are
+    computed whole), their wall time (1 s resolution), and ``pairs_per_second`` = evaluations /
+    seconds, or None where no run took a measurable time.
+    """
+    from tangentless.kernels.store import GramStore
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    options = {"flip": flip, "progress": progress, "preprocessing": preprocessing}
+    blocks = [np.asarray(spec.gram(x, y, store=folder / f"{name}.zarr", **options))
+              for name, x, y in (("pool", pool, None), ("test", test, pool))]
+    runs = [run for name in ("pool", "test") for run in GramStore(folder / f"{name}.zarr").runs()
+            if "finished" in run and run["computed"]]
+    evaluations = sum(run["evaluations"] for run in runs)
+    seconds = sum(_seconds(run) for run in runs)
+    return np.concatenate(blocks), {
+        "pairs": pool_test_pairs(len(pool), len(test), flip), "evaluations": evaluations,
+        "seconds": seconds, "pairs_per_second": round(evaluations / seconds, 1) if seconds else None}

@@ -1,0 +1,164 @@
+"""Experiment reports from plain dicts: JSON with the machine description, Markdown tables, and
+matplotlib figures (accuracy vs training-set size; original vs re-collected test accuracy).
+
+Figures are drawn on a bare :class:`matplotlib.figure.Figure` (Agg canvas), so nothing here touches
+pyplot's global backend.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import textwrap
+
+import numpy as np
+
+
+def write_json(path: str | pathlib.Path, payload: dict) -> pathlib.Path:
+    """Write ``payload`` as indented JSON, atomically (a crash never leaves a half-written file).
+    Adds ``machine`` (:func:`describe_machine`) unless the payload already has one."""
+    from .machine import describe_machine
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = payload if "machine" in payload else {**payload, "machine": describe_machine()}
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value):
+    """JSON fallback for numpy scalars and arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Group trial records ``{"method", "n", "accuracy", "seconds", ...}`` by (method, n).
+
+    Returns one row per group, ordered by method (first appearance) then n:
+    ``{"method", "n", "trials", "mean", "std", "accuracies", "seconds"}``; std is the sample
+    standard deviation (ddof=1), None for a single trial; seconds is the mean per trial.
+    """
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["method"], int(record["n"])), []).append(record)
+    methods = list(dict.fromkeys(record["method"] for record in records))
+    rows = []
+    for method, n in sorted(groups, key=lambda key: (methods.index(key[0]), key[1])):
+        group = sorted(groups[method, n], key=lambda r: r.get("trial", 0))
+        accuracies = np.array([r["accuracy"] for r in group], dtype=np.float64)
+        rows.append({
+            "method": method, "n": n, "trials": len(group),
+            "mean": float(accuracies.mean()),
+            "std": float(accuracies.std(ddof=1)) if len(group) > 1 else None,
+            "accuracies": accuracies.tolist(),
+            "seconds": float(np.mean([r["seconds"] for r in group])),
+        })
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub Markdown table; cells are converted with ``str``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def percent(mean: float, std: float | None = None) -> str:
+    """0.4567, 0.0123 -> '45.67 ± 1.23' (percent); without std just '45.67'."""
+    text = f"{100 * mean:.2f}"
+    return text if std is None else f"{text} ± {100 * std:.2f}"
+
+
+def accuracy_table(summary: list[dict]) -> str:
+    """Markdown table of :func:`summarize` rows: one row per n, one column per method, cells
+    'mean ± std (trials)' in percent and the mean seconds per trial."""
+    methods = list(dict.fromkeys(row["method"] for row in summary))
+    cells = {(row["method"], row["n"]): row for row in summary}
+    rows = []
+    for n in sorted({row["n"] for row in summary}):
+        line = [n]
+        for method in methods:
+            row = cells.get((method, n))
+            line.append("-" if row is None else
+                        f"{percent(row['mean'], row['std'])} ({row['trials']}), {row['seconds']:.1f} s")
+        rows.append(line)
+    return markdown_table(["n"] + [f"{m}: acc % (trials), s/trial" for m in methods], rows)
+
+
+def plot_accuracy_vs_n(summary: list[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+    """PNG of test accuracy against the training-set size n (log x), one line per method, error
+    bars of one standard deviation over trials (none for single trials)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(row["method"] for row in summary):
+        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["n"])
+        ax.errorbar([r["n"] for r in rows], [100 * r["mean"] for r in rows],
+                    yerr=[100 * (r["std"] or 0.0) for r in rows], marker="o", capsize=3, label=method)
+    sizes = sorted({row["n"] for row in summary})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training images n (class-balanced)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(textwrap.fill(title, 70), fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0: float,
+                    title: str = "") -> pathlib.Path:
+    """PNG of re-collected vs original test accuracy (``models``: ``{"name", "orig", "new"}``,
+    fractions) on logit axes, where the fit logit(new) = b1 logit(orig) + b0 is a straight line;
+    the dashed diagonal is new = orig (no drop)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    values = [m[key] for m in models for key in ("orig", "new")]
+    low, high = max(min(values) / 2, 1e-3), min(1 - (1 - max(values)) / 2, 1 - 1e-3)
+    grid = np.linspace(low, high, 200)
+    ax.plot(grid, grid, "k--", lw=1, label="no drop (new = original)")
+    fitted = 1 / (1 + np.exp(-(b1 * np.log(grid / (1 - grid)) + b0)))
+    ax.plot(grid, fitted, "C3", lw=1.5, label=f"logit fit: b1 = {b1:.3f}, b0 = {b0:.3f}")
+    for i, model in enumerate(models):
+        ax.scatter(model["orig"], model["new"], color=f"C{i % 10}", zorder=3, label=model["name"])
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98,
+                         0.99) if low <= t <= high]
+    labels = [f"{100 * t:g}%" for t in ticks]
+    ax.set_xscale("logit")
+    ax.set_yscale("logit")
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    ax.minorticks_off()
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("accuracy on the original test set")
+    ax.set_ylabel("accuracy on the re-collected test set")
+    ax.set_title(textwrap.fill(title, 60), fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _save(fig, path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration in its largest unit reached twice: 90 -> '90.0 s', 7300 -> '2.0 h', 2e6 -> '23.1 days'."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"

@@ -1,0 +1,368 @@
+"""The experiments (small-data, full-data, generalization), their reports, and the `quickstart`,
+`fit`, `predict` and `bench` subcommands, at tiny sizes on scikit-learn's digits."""
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tangentless.benchmarks import commands, report
+from tangentless.benchmarks.datasets import balanced_subset, load_digits_images
+from tangentless.benchmarks.experiments import full_data, generalization, small_data
+from tangentless.benchmarks.experiments.gram_cache import pool_test_gram, pool_test_pairs
+from tangentless.benchmarks.experiments.methods import all_params, make_estimator
+from tangentless.benchmarks.experiments.persist import load_model, save_model
+from tangentless.kernels import Conv, GlobalAvgPool, Relu, ZCAWhitening, myrtle, serial
+from tangentless.solvers import KernelRidgeClassifier
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# cheap settings for 8x8 digits: no flips (digits are not mirror-symmetric), J=1, tiny networks
+TINY = {"kernel": {"flip": False, "zca_bias": 1e-2}, "scattering": {"J": 1},
+        "cnn": {"width": 8, "epochs": 1, "min_steps": 2, "augment": False},
+        "resnet": {"width": 0.0625, "epochs": 1, "min_steps": 2, "augment": False}}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = load_digits_images()
+    return images[:1000], labels[:1000], images[1000:1100], labels[1000:1100]
+
+
+def _small_config(**changes):
+    settings = dict(sizes=(10, 20), trials=2, methods=("kernel", "scattering"), pool_size=40,
+                    test_size=None, params=all_params(TINY))
+    return small_data.SmallDataConfig(**{**settings, **changes})
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def test_summary_table_and_plots(tmp_path):
+    records = [{"method": "a", "n": 10, "trial": t, "accuracy": acc, "seconds": 1.0 + t}
+               for t, acc in enumerate([0.2, 0.4, 0.3])]
+    records.append({"method": "b", "n": 20, "trial": 0, "accuracy": 0.5, "seconds": 2.0})
+    summary = report.summarize(records)
+    assert [(r["method"], r["n"], r["trials"]) for r in summary] == [("a", 10, 3), ("b", 20, 1)]
+    assert summary[0]["mean"] == pytest.approx(0.3)
+    assert summary[0]["std"] == pytest.approx(math.sqrt((0.01 + 0.01 + 0) / 2))  # ddof = 1
+    assert summary[0]["seconds"] == pytest.approx(2.0) and summary[1]["std"] is None
+    table = report.accuracy_table(summary)
+    assert "30.00 ± 10.00 (3), 2.0 s" in table and "| 10 |" in table and "50.00 (1)" in table
+    assert report.plot_accuracy_vs_n(summary, tmp_path / "n.png").read_bytes()[:8] == PNG
+    models = [{"name": "x", "orig": 0.9, "new": 0.8}, {"name": "y", "orig": 0.6, "new": 0.45}]
+    assert report.plot_robustness(models, tmp_path / "r.png", 1.0, -0.5).read_bytes()[:8] == PNG
+    path = report.write_json(tmp_path / "r.json", {"value": np.float32(0.5), "a": np.arange(2)})
+    payload = json.loads(path.read_text())
+    assert payload["value"] == 0.5 and payload["a"] == [0, 1] and "cpu" in payload["machine"]
+    assert report.format_seconds(7300) == "2.0 h" and report.format_seconds(90) == "90.0 s"
+
+
+# --- effective robustness -------------------------------------------------------------------------
+
+def test_effective_robustness_against_a_hand_computed_logit_fit():
+    orig, new = [0.9, 0.7, 0.5, 0.8], [0.85, 0.55, 0.35, 0.6]
+    x = [math.log(a / (1 - a)) for a in orig]
+    y = [math.log(a / (1 - a)) for a in new]
+    mx, my = sum(x) / 4, sum(y) / 4
+    b1 = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+    b0 = my - b1 * mx
+    analysis = generalization.analyze([{"name": str(i), "orig": o, "new": n}
+                                       for i, (o, n) in enumerate(zip(orig, new))])
+    assert analysis["fit"]["b1"] == pytest.approx(b1) and analysis["fit"]["b0"] == pytest.approx(b0)
+    assert "4 models" in analysis["fit"]["source"]
+    for model, o, n in zip(analysis["models"], orig, new):
+        assert model["rho"] == pytest.approx(n - 1 / (1 + math.exp(-(b1 * math.log(o / (1 - o)) + b0))))
+        assert model["drop"] == pytest.approx(o - n)
+    # the reference ImageNet -> V2 fit, ResNet-50: 76.13 -> 63.21
+    fit = generalization.IMAGENET_V2_FIT
+    rho = generalization.analyze([{"name": "r50", "orig": 0.7613, "new": 0.6321}], fit)
+    expected = 0.6321 - 1 / (1 + math.exp(-(0.923 * math.log(0.7613 / 0.2387) - 0.498)))
+    assert rho["models"][0]["rho"] == pytest.approx(expected) and rho["fit"] is fit
+    with pytest.raises(ValueError, match="at least 2 models"):
+        generalization.fit_logit_line([0.5], [0.4])
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        generalization.logit([1.0])
+
+
+# --- small data -----------------------------------------------------------------------------------
+
+def test_pool_test_gram_is_the_kernel_of_pool_and_test_and_is_reused(tmp_path):
+    from tangentless.kernels.store import GramStore
+
+    rng = np.random.default_rng(0)
+    pool, test = rng.standard_normal((10, 4, 4, 2)), rng.standard_normal((5, 4, 4, 2))
+    spec = serial(Conv(3), Relu(), Conv(3), Relu(), GlobalAvgPool())
+    expected = spec.gram(np.concatenate([pool, test]).astype(np.float32),
+                         pool.astype(np.float32), progress=False)
+    k, info = pool_test_gram(spec, pool, test, flip=True, folder=tmp_path, progress=False)
+    np.testing.assert_allclose(k, expected + spec.gram(
+        np.concatenate([pool, test]).astype(np.float32), pool[:, :, ::-1].astype(np.float32),
+        progress=False), rtol=1e-6)
+    np.testing.assert_array_equal(k[:10], k[:10].T)
+    assert info["pairs"] == pool_test_pairs(10, 5, True) == (55 + 50) * 2
+    assert info["evaluations"] >= info["pairs"]   # diagonal blocks are computed whole
+    again, _ = pool_test_gram(spec, pool, test, flip=True, folder=tmp_path, progress=False)
+    np.testing.assert_array_equal(again, k)
+    assert [GramStore(tmp_path / f"{name}.zarr").runs()[-1]["computed"]
+            for name in ("pool", "test")] == [0, 0]
+
+
+def test_small_data_runs_resumes_and_reports(tmp_path, digits, monkeypatch):
+    train_x, train_y, test_x, test_y = digits
+    config = _small_config()
+    payload = small_data.run(train_x, train_y, test_x, test_y, config, tmp_path, data="digits",
+                             progress=False)
+    records = payload["records"]
+    assert sorted((r["method"], r["n"], r["trial"]) for r in records) == sorted(
+        (m, n, t) for m in config.methods for n in (10, 20) for t in range(2))
+    # one kernel trial, recomputed independently: ZCA on the pool, the trial's own kernel matrices
+    pool = balanced_subset(train_y, 40, seed=0)
+    subset = pool[balanced_subset(train_y[pool], 20, seed=small_data.trial_seed(0, 1))]
+    zca = ZCAWhitening(bias=1e-2).fit(train_x[pool])
+    a, b = zca.transform(train_x[subset]), zca.transform(test_x)
+    ridge = KernelRidgeClassifier(alphas=tuple(config.params["kernel"]["alphas"]))
+    ridge.fit(myrtle(5).gram(a, progress=False), train_y[subset])
+    expected = np.mean(ridge.predict(myrtle(5).gram(b, a, progress=False)) == test_y)
+    record = next(r for r in records if (r["method"], r["n"], r["trial"]) == ("kernel", 20, 1))
+    assert record["accuracy"] == pytest.approx(expected) and record["alpha"] == ridge.alpha_
+    assert payload["config"]["pool_size"] == 40 and payload["config"]["test_size"] == 100
+    summary = {(r["method"], r["n"]): r for r in payload["summary"]}
+    assert summary["kernel", 20]["trials"] == 2
+    saved = json.loads((tmp_path / "small_data.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(records)) and saved["checksum"]
+    assert "| 10 |" in (tmp_path / "small_data.md").read_text()
+    assert (tmp_path / "small_data.png").read_bytes()[:8] == PNG
+    assert len(list(tmp_path.glob("gram-*/pool.zarr"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished entry was recomputed")
+
+    monkeypatch.setattr(small_data, "_kernel_matrix", refuse)
+    monkeypatch.setattr(small_data, "_scattering_matrix", refuse)
+    again = small_data.run(train_x, train_y, test_x, test_y, config, tmp_path, progress=False)
+    assert again["records"] == records and len(again["sessions"]) == 2
+    monkeypatch.undo()
+    more = small_data.run(train_x, train_y, test_x, test_y,
+                          _small_config(trials=(3, 2), methods=("kernel",)), tmp_path, progress=False)
+    new = more["records"][len(records):]
+    assert [(r["method"], r["n"], r["trial"], r["session"]) for r in new] == [("kernel", 10, 2, 2)]
+    with pytest.raises(ValueError, match="different configuration"):
+        small_data.run(train_x, train_y, test_x, test_y, _small_config(pool_size=60), tmp_path,
+                       progress=False)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sizes": (15,)}, "multiples of the number of classes"),
+    ({"trials": (2, 2, 2)}, "one per size"),
+    ({"pool_size": 10}, "smaller than the largest n"),
+    ({"methods": ("svm",)}, "methods must be among"),
+])
+def test_small_data_config_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _small_config(**changes).check(10)
+
+
+# --- full data and generalization ------------------------------------------------------------------
+
+def test_full_data_sizes_from_measured_costs(tmp_path, digits):
+    params = all_params(TINY)
+    rates = {"pairs_per_second": 1000.0, "eigh_seconds": 0.0}
+    cost = full_data.predict_seconds("kernel", params["kernel"], rates, 40, 100)
+    assert cost == pytest.approx((40 * 41 / 2 + 100 * 40) / 1000)
+    n = full_data.largest_n("kernel", params["kernel"], rates, 100, budget=cost, num_classes=10,
+                            available=500)
+    assert n == 40
+    network = {"train_images_per_second": 100.0, "predict_images_per_second": 50.0}
+    # epochs = max(1, ceil(2 min_steps / 4 steps per epoch)) = 1
+    assert full_data.predict_seconds("cnn", params["cnn"], network, 100, 50) == pytest.approx(
+        100 * 1 / 100 + 50 / 50)
+    train_x, train_y, test_x, test_y = digits
+    config = full_data.FullDataConfig(budget_seconds=1.0, methods=("scattering",), test_size=50,
+                                      full=(50_000, 10_000), params=params)
+    payload = full_data.run((train_x, train_y), (test_x, test_y), config, tmp_path, progress=False)
+    (record,) = payload["records"]
+    assert 10 <= record["n_train"] <= 10 * np.bincount(train_y).min()
+    assert record["n_test"] == 50 and 0.5 < record["accuracy"] <= 1
+    assert record["full_projected_seconds"] > record["predicted_seconds"]
+    assert "projected, full data" in (tmp_path / "full_data.md").read_text()
+
+
+def test_generalization_run_fits_the_logit_line_over_its_models(tmp_path, digits):
+    train_x, train_y, test_x, test_y = digits
+    shifted = np.clip(test_x + np.random.default_rng(0).normal(0, 0.25, test_x.shape), 0, 1)
+    config = generalization.GeneralizationConfig(sizes=(20, 50), methods=("kernel", "scattering"),
+                                                 params=all_params(TINY))
+    payload = generalization.run((train_x, train_y), (test_x, test_y), (shifted, test_y), config,
+                                 tmp_path, data="digits -> noisy digits", progress=False)
+    models = payload["analysis"]["models"]
+    assert len(models) == 4 and "4 models" in payload["analysis"]["fit"]["source"]
+    b1, b0 = generalization.fit_logit_line([m["orig"] for m in models], [m["new"] for m in models])
+    assert payload["analysis"]["fit"]["b1"] == pytest.approx(b1)
+    for m in models:
+        logit = math.log(m["orig"] / (1 - m["orig"]))
+        assert m["rho"] == pytest.approx(m["new"] - 1 / (1 + math.exp(-(b1 * logit + b0))))
+    assert (tmp_path / "generalization.png").read_bytes()[:8] == PNG
+    assert "rho" in (tmp_path / "generalization.md").read_text()
+    with pytest.raises(ValueError, match="at least 2 models"):
+        generalization.run((train_x, train_y), (test_x, test_y), (shifted, test_y),
+                           generalization.GeneralizationConfig(sizes=(20,), methods=("kernel",)),
+                           tmp_path / "one", progress=False)
+
+
+# --- models on disk -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["kernel", "scattering", "cnn"])
+def test_saved_models_predict_like_the_fitted_ones(tmp_path, digits, method):
+    train_x, train_y, test_x, _ = digits
+    params = all_params(TINY)[method]
+    model = make_estimator(method, params, 60).fit(train_x[:60], train_y[:60])
+    save_model(tmp_path / "m.npz", method, params, model)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as saved:   # plain arrays only
+        assert json.loads(str(saved["config"]))["method"] == method
+    loaded_method, loaded_params, loaded = load_model(tmp_path / "m.npz")
+    assert (loaded_method, loaded_params) == (method, params)
+    np.testing.assert_array_equal(loaded.predict(test_x), model.predict(test_x))
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "other.npz", images=np.zeros((1, 8, 8, 1)))
+    with pytest.raises(ValueError, match="not a tangentless model"):
+        load_model(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        load_model(tmp_path / "missing.npz")
+
+
+# --- the subcommands ------------------------------------------------------------------------------
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="tangentless")
+    add = parser.add_subparsers(dest="command", required=True)
+    commands.add_commands(add)
+    return parser
+
+
+def _run(argv):
+    args = _parser().parse_args(argv)
+    return args.run(args)
+
+
+@pytest.fixture
+def digits_files(tmp_path, digits):
+    train_x, train_y, test_x, test_y = digits
+    np.savez(tmp_path / "train.npz", images=train_x, labels=train_y)
+    np.savez(tmp_path / "test.npz", images=test_x, labels=test_y)
+    return tmp_path
+
+
+def test_subcommands_parse():
+    args = _parser().parse_args(["bench", "small-data", "--sizes", "10,20", "--trials", "3,1",
+                                 "--methods", "kernel,cnn", "--set", "cnn.epochs=5",
+                                 "--set", "kernel.flip=false"])
+    assert args.sizes == (10, 20) and args.trials == (3, 1) and args.methods == ("kernel", "cnn")
+    assert args.set == [("cnn", "epochs", 5), ("kernel", "flip", False)]
+    assert _parser().parse_args(["quickstart"]).out == commands.DEFAULT_REPORT
+    args = _parser().parse_args(["bench", "cifar10", "--budget", "60"])
+    assert args.budget == 60 and args.run is commands._bench_cifar10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--data", "missing.npz", "--model", "m.npz"], "no such file: missing.npz"),
+    (["predict", "--model", "missing.npz", "--data", "x.npz", "--out", "p.npy"], "no such file"),
+    (["bench", "small-data", "--sizes", "10,x"], "comma-separated integers"),
+    (["bench", "small-data", "--methods", "kernel,svm"], "unknown method"),
+    (["bench", "small-data", "--set", "cnn-epochs"], "METHOD.NAME=VALUE"),
+    (["bench", "imagenet", "--data", "missing", "--val", "."], "no such folder: missing"),
+    (["bench"], "required"),
+])
+def test_bad_arguments_exit_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "small-data", "--data", "{tmp}"], "expected train.npz and test.npz"),
+    (["bench", "small-data", "--data", "{tmp}/missing"], "no such file or folder"),
+    (["bench", "cifar10", "--generalization", "--cifar10-1", "{tmp}"],
+     "cifar10.1_v6_data.npy and cifar10.1_v6_labels.npy not found"),
+    (["bench", "small-data", "--data", "{tmp}/train.npz"], "also pass --test"),
+    (["bench", "small-data", "--data", "{tmp}/train.npz", "--test", "{tmp}/train.npz",
+      "--sizes", "15"], "multiples of the number of classes"),
+    (["bench", "small-data", "--data", "{tmp}/train.npz", "--test", "{tmp}/train.npz",
+      "--set", "cnn.depth=3"], "cnn has no parameter"),
+    (["bench", "imagenet", "--data", "{tmp}", "--val", "{tmp}"], "download ImageNetV2"),
+    (["predict", "--model", "{tmp}/train.npz", "--data", "{tmp}/train.npz", "--out", "{tmp}/p.txt"],
+     "use a .npy or .csv"),
+])
+def test_bad_configurations_exit_with_a_clear_message(argv, message, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    np.savez(tmp_path / "train.npz", images=np.zeros((20, 8, 8, 1)), labels=np.arange(20) % 10)
+    argv = [a.replace("{tmp}", str(tmp_path if "npz" in a else tmp_path / "empty")) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        _run(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fit_and_predict_commands(digits_files, capsys):
+    model, out = digits_files / "model.npz", digits_files / "pred.csv"
+    assert _run(["fit", "--data", str(digits_files / "train.npz"), "--method", "scattering",
+                 "--model", str(model), "--set", "scattering.J=1", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_images"] == 1000
+    assert _run(["predict", "--model", str(model), "--data", str(digits_files / "test.npz"),
+                 "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    predictions = np.loadtxt(out, skiprows=1)
+    assert predictions.shape == (100,) and summary["accuracy"] > 0.9
+    assert summary["accuracy"] == np.mean(predictions == np.load(digits_files / "test.npz")["labels"])
+
+
+def test_bench_small_data_command(digits_files, capsys):
+    out = digits_files / "report"
+    assert _run(["bench", "small-data", "--data", str(digits_files), "--sizes", "10,20",
+                 "--trials", "1", "--pool-size", "20", "--methods", "scattering,resnet",
+                 "--set", "scattering.J=1", "--set", "resnet.width=0.0625",
+                 "--set", "resnet.epochs=1", "--set", "resnet.min_steps=1",
+                 "--set", "resnet.augment=false", "--out", str(out), "--quiet"]) == 0
+    assert "| 20 |" in capsys.readouterr().out
+    payload = json.loads((out / "small_data.json").read_text())
+    assert {(r["method"], r["n"]) for r in payload["records"]} == {
+        (m, n) for m in ("scattering", "resnet") for n in (10, 20)}
+    assert payload["config"]["params"]["resnet"]["width"] == 0.0625
+
+
+def test_quickstart_writes_its_report(tmp_path, monkeypatch, capsys):
+    tiny = {**commands.QUICKSTART, "train": 100, "test": 100,
+            "params": {**TINY, "kernel": {"flip": False}}}
+    monkeypatch.setattr(commands, "QUICKSTART", tiny)
+    assert _run(["quickstart", "--out", str(tmp_path), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for method in ("kernel", "scattering", "cnn", "resnet"):
+        assert f"| {method} |" in printed
+    payload = json.loads((tmp_path / "quickstart.json").read_text())
+    assert [r["method"] for r in payload["results"]] == ["kernel", "scattering", "cnn", "resnet"]
+    assert payload["results"][0]["accuracy"] > 0.8 and "machine" in payload
+    assert (tmp_path / "quickstart.md").read_text().startswith("# Quickstart")
+
+
+def test_bench_imagenet_on_tiny_folders(tmp_path, capsys):
+    """ImageNet-style folders written here (3 classes, JPEGs): train/val by sorted wnid names,
+    ImageNetV2 by folder names 0..2; the published logit fit is used, not a new one."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, names in (("train", ["n01", "n02", "n03"]), ("val", ["n01", "n02", "n03"]),
+                         ("v2", ["0", "1", "2"])):
+        for label, name in enumerate(names):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(4):
+                pixels = np.clip(rng.normal(60 + 70 * label, 30, (40, 48, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / split / name / f"{i}.JPEG")
+    out = tmp_path / "report"
+    assert _run(["bench", "imagenet", "--data", str(tmp_path / "train"), "--val",
+                 str(tmp_path / "val"), "--v2", str(tmp_path / "v2"), "--size", "16",
+                 "--sizes", "6,12", "--methods", "scattering", "--set", "scattering.J=1",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "b1 = 0.9230, b0 = -0.4980" in capsys.readouterr().out
+    payload = json.loads((out / "generalization.json").read_text())
+    assert payload["test_sizes"] == {"original": 12, "recollected": 12}
+    assert [m["n"] for m in payload["analysis"]["models"]] == [6, 12]
