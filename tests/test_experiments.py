@@ -185,6 +185,7 @@ def test_full_data_sizes_from_measured_costs(tmp_path, digits):
     assert record["n_test"] == 50 and 0.5 < record["accuracy"] <= 1
     assert record["full_projected_seconds"] > record["predicted_seconds"]
     assert "projected, full data" in (tmp_path / "full_data.md").read_text()
+    assert (tmp_path / "full_data.png").stat().st_size > 1000
 
 
 def test_generalization_run_fits_the_logit_line_over_its_models(tmp_path, digits):

@@ -24,7 +24,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..report import format_seconds, markdown_table, percent, write_json
+from ..report import format_seconds, markdown_table, percent, plot_full_data, write_json
 from .gram_cache import pool_test_pairs
 from .methods import (METHODS, all_params, describe, kernel_spec, make_estimator,
                       network_epochs)
@@ -184,4 +184,7 @@ def write_outputs(payload: dict, out: str | pathlib.Path) -> dict:
                                     [[m, d] for m, d in payload["methods"].items()])
             + f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
     (out / f"{NAME}.md").write_text(text)
+    if payload["records"]:
+        plot_full_data(payload["records"], out / f"{NAME}.png",
+                       f"Full-data comparison within a budget: {payload.get('data', '')}")
     return payload
