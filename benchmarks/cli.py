@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 
 import numpy as np
+from ..kernels.atomic import atomic_write
 
 ARCHITECTURES = {"myrtle5": 5, "myrtle7": 7, "myrtle10": 10}
 
@@ -55,10 +55,7 @@ def _gram_command(args) -> int:
                        min_eigenvalue=float(np.linalg.eigvalsh(k).min()),
                        diagonal_range=[float(np.diag(k).min()), float(np.diag(k).max())])
         if args.out is not None:
-            out = pathlib.Path(args.out)
-            tmp = out.with_name(out.name + ".partial.npy")
-            np.save(tmp, k)
-            os.replace(tmp, out)  # atomic: a crash never leaves a half-written matrix at --out
+            out = atomic_write(args.out, lambda f: np.save(f, k))  # never half-written at --out
             summary["out"] = str(out)
     print(json.dumps(summary, indent=2))
     return 0

@@ -19,7 +19,6 @@ import os
 import pathlib
 import pickle
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -27,6 +26,8 @@ import zipfile
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from ..kernels.atomic import atomic_write as _atomic_write  # a module name the tests patch
 
 if TYPE_CHECKING:
     from tangentless.scattering.imagenet import ImageFolder
@@ -113,21 +114,8 @@ class DatasetNotAvailable(FileNotFoundError):
     """A dataset neither on disk nor downloadable (no network, or downloads not allowed)."""
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """write(file object) into a temporary file next to path, then os.replace it onto path: path is either
-    absent/old or complete, never partial. The temporary file is removed on any failure or interrupt."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
-    try:
-        with open(tmp, "xb") as out:  # "x" and open(): the umask applies, unlike mkstemp's 0600
-            write(out)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _try_atomic_write(path: pathlib.Path, write, what: str) -> None:
-    """_atomic_write, with a warning instead of an error where the folder is not writable (a read-only
+    """atomic_write, with a warning instead of an error where the folder is not writable (a read-only
     data folder still loads, just without the record or cache)."""
     try:
         _atomic_write(path, write)

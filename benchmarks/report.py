@@ -7,11 +7,11 @@ pyplot's global backend.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import textwrap
 
 import numpy as np
+from ..kernels.atomic import atomic_write
 
 
 def write_json(path: str | pathlib.Path, payload: dict) -> pathlib.Path:
@@ -19,13 +19,9 @@ def write_json(path: str | pathlib.Path, payload: dict) -> pathlib.Path:
     Adds ``machine`` (:func:`describe_machine`) unless the payload already has one."""
     from .machine import describe_machine
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = payload if "machine" in payload else {**payload, "machine": describe_machine()}
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(payload, indent=2, default=_plain) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _plain(value):

@@ -18,8 +18,8 @@ Layout of ``k.zarr`` (a Zarr v3 array at the root: ``zarr.open_array("k.zarr")``
 
 Atomicity: Zarr 3's LocalStore writes a chunk to a temporary file and renames it into place, and
 markers are written the same way, so no reader sees a half-written file; a writer killed mid-write
-leaves at most a ``*.partial`` file (harmless; delete it when no run is active). Within a run each
-block has one task, hence one writer per chunk; two runs writing the same block write the same bytes.
+leaves at most a temporary file (Zarr's ``*.partial``, a marker's ``.*.part``; harmless, delete it
+when no run is active). Within a run each block has one task, hence one writer per chunk; two runs writing the same block write the same bytes.
 Nothing is fsynced: after a power loss a chunk may be older or shorter than its marker says, so a
 resume re-reads every finished block and compares it with its marker; a mismatch is reported with
 a :class:`CorruptBlockWarning` and the block recomputed. The store must be on a local or shared
@@ -35,7 +35,6 @@ import json
 import os
 import pathlib
 import socket
-import uuid
 import warnings
 from dataclasses import dataclass
 
@@ -45,6 +44,7 @@ import zarr.errors
 from zarr.codecs import Crc32cCodec
 
 from .gram import BlockLayout, builtin_backend_name
+from .atomic import atomic_write
 
 __all__ = ["GramStore", "BlockWriter", "CorruptBlockWarning", "store_config", "array_sha256"]
 
@@ -94,11 +94,8 @@ def store_config(spec, x: np.ndarray, y: np.ndarray | None, layout: BlockLayout,
 
 
 def _write_json(path: pathlib.Path, record: dict) -> None:
-    """Write ``record`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    """Write ``record`` to ``path`` atomically (:func:`.atomic.atomic_write`)."""
+    atomic_write(path, lambda file: file.write(json.dumps(record).encode()))
 
 
 def _chunk_extents(layout: BlockLayout, i: int, j: int) -> list[tuple[slice, slice]]:

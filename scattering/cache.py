@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 import warnings
 import zipfile
 from typing import Callable
 
 import numpy as np
+from ..kernels.atomic import atomic_write
 
 __all__ = ["array_digest", "cache_path", "cached", "load", "save"]
 
@@ -57,18 +56,8 @@ def load(path: pathlib.Path, config: dict) -> np.ndarray:
 
 def save(path: pathlib.Path, array: np.ndarray, config: dict) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, array=array, sha256=np.array(array_digest(array)),
-                     config=np.array(_config_json(config)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, array=array, sha256=np.array(array_digest(array)),
+                                          config=np.array(_config_json(config))), fsync=True)
 
 
 def cached(cache_dir, config: dict, data: np.ndarray,

@@ -30,7 +30,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import pathlib
 import time
 
@@ -41,6 +40,7 @@ import optax
 from tqdm.auto import tqdm
 
 from . import imagenet, model, sparse_coding
+from ..kernels.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -375,10 +375,7 @@ def save_checkpoint(path, trees: dict, meta: dict) -> None:
     """Write ``trees`` (name -> pytree of arrays) and JSON ``meta`` atomically to ``path``."""
     path = pathlib.Path(path)
     arrays = {f"{name}{key}": leaf for name, tree in trees.items() for key, leaf in _flatten(tree).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays))
 
 
 def load_checkpoint(path, templates: dict, expected: dict | None = None) -> tuple[dict, dict]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import zipfile
 
 import numpy as np
 
 from .methods import FORMAT, METHODS, kernel_spec, make_estimator
+from ...kernels.atomic import atomic_write
 
 
 def _ridge_arrays(ridge) -> dict:
@@ -59,10 +59,8 @@ def save_model(path: str | pathlib.Path, method: str, params: dict, model) -> pa
     """Write a fitted model (from :func:`make_estimator`) to ``path`` (.npz), atomically."""
     path = pathlib.Path(path)
     config = json.dumps({"format": FORMAT, "method": method, "params": params})
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez(tmp, config=np.array(config), **model_arrays(method, model))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, config=np.array(config),
+                                                 **model_arrays(method, model)))
 
 
 def load_model(path: str | pathlib.Path) -> tuple[str, dict, object]:
