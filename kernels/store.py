@@ -19,7 +19,8 @@ Layout of ``k.zarr`` (a Zarr v3 array at the root: ``zarr.open_array("k.zarr")``
 Atomicity: Zarr 3's LocalStore writes a chunk to a temporary file and renames it into place, and
 markers are written the same way, so no reader sees a half-written file; a writer killed mid-write
 leaves at most a temporary file (Zarr's ``*.partial``, a marker's ``.*.part``; harmless, delete it
-when no run is active). Within a run each block has one task, hence one writer per chunk; two runs writing the same block write the same bytes.
+when no run is active). Within a run each block has one task, hence one writer per chunk; two
+runs writing the same block write the same bytes.
 Nothing is fsynced: after a power loss a chunk may be older or shorter than its marker says, so a
 resume re-reads every finished block and compares it with its marker; a mismatch is reported with
 a :class:`CorruptBlockWarning` and the block recomputed. The store must be on a local or shared
