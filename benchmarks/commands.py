@@ -135,6 +135,7 @@ def _quickstart(args) -> int:
     from .experiments.methods import describe, make_estimator
     from .report import markdown_table, percent, write_json
 
+    start = time.perf_counter()
     out = _out(args)
     images, labels = load_digits_images()
     train = balanced_subset(labels, QUICKSTART["train"], seed=QUICKSTART["seed"])
@@ -158,7 +159,8 @@ def _quickstart(args) -> int:
     data = (f"scikit-learn digits (8x8x1): {len(train)} class-balanced training images, "
             f"{len(test)} other class-balanced images for testing")
     write_json(out / "quickstart.json", {"experiment": "quickstart", "data": data,
-                                          "params": params, "results": results})
+                                          "params": params, "results": results,
+                                          "seconds_in_command": round(time.perf_counter() - start, 1)})
     (out / "quickstart.md").write_text(f"# Quickstart: {data}\n\n{table}")
     print(f"{data}\n\n{table}\nreport: {out / 'quickstart.json'}, {out / 'quickstart.md'}")
     return 0
