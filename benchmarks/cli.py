@@ -8,7 +8,7 @@ import sys
 import time
 
 import numpy as np
-from ..kernels.atomic import atomic_write
+from ..kernels._shared.atomic import atomic_write
 
 ARCHITECTURES = {"myrtle5": 5, "myrtle7": 7, "myrtle10": 10}
 

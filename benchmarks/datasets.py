@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..kernels.atomic import atomic_write as _atomic_write  # a module name the tests patch
+from ..kernels._shared.atomic import atomic_write as _atomic_write  # a module name the tests patch
 
 if TYPE_CHECKING:
     from tangentless.scattering.imagenet import ImageFolder

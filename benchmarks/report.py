@@ -11,7 +11,7 @@ import pathlib
 import textwrap
 
 import numpy as np
-from ..kernels.atomic import atomic_write
+from ..kernels._shared.atomic import atomic_write
 
 
 def write_json(path: str | pathlib.Path, payload: dict) -> pathlib.Path:

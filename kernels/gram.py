@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._shared.images import validate_images
 from .layers import Cast, Layer, Serial
 
 __all__ = ["gram", "validate_images", "input_dtype", "default_block_size", "pairs_per_step",
@@ -30,31 +31,6 @@ def input_dtype(spec: Layer) -> str:
     """float64 for a spec that starts with Cast("float64"), else float32."""
     first = spec.layers[0] if isinstance(spec, Serial) and spec.layers else spec
     return first.dtype if isinstance(first, Cast) else "float32"
-
-
-def validate_images(x, name: str = "x", dtype: str = "float32") -> np.ndarray:
-    """Check an NHWC image batch and return it as ``dtype``; ValueError names what is wrong."""
-    try:
-        arr = np.asarray(x)
-    except Exception as err:  # ragged lists and the like
-        raise ValueError(f"{name} is not convertible to an array: {err}") from None
-    if arr.ndim != 4:
-        raise ValueError(f"{name} must be a 4-D NHWC array (N, H, W, C); got shape {arr.shape}")
-    if min(arr.shape) < 1:
-        raise ValueError(f"{name} has an empty dimension: shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        images = np.unique(np.nonzero(bad)[0])
-        raise ValueError(f"{name} contains {int(bad.sum())} NaN or inf values "
-                         f"(in images {images[:5].tolist()}{'...' if len(images) > 5 else ''})")
-    with np.errstate(over="ignore"):
-        converted = arr.astype(dtype)
-    if not np.isfinite(converted).all():
-        raise ValueError(f"{name} has values too large for {dtype} "
-                         f"(largest magnitude {float(np.abs(arr).max()):.3g})")
-    return converted
 
 
 def default_block_size(height: int, width: int) -> int:

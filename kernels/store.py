@@ -45,7 +45,7 @@ import zarr.errors
 from zarr.codecs import Crc32cCodec
 
 from .gram import BlockLayout, builtin_backend_name
-from .atomic import atomic_write
+from ._shared.atomic import atomic_write
 
 __all__ = ["GramStore", "BlockWriter", "CorruptBlockWarning", "store_config", "array_sha256"]
 

@@ -16,7 +16,7 @@ import zipfile
 from typing import Callable
 
 import numpy as np
-from ..kernels.atomic import atomic_write
+from ..kernels._shared.atomic import atomic_write
 
 __all__ = ["array_digest", "cache_path", "cached", "load", "save"]
 

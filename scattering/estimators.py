@@ -7,7 +7,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from ..kernels.gram import validate_images
+from ..kernels._shared.images import validate_images
 from . import frontend, model, sparse_coding, train
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from kymatio.scattering2d.frontend.jax_frontend import ScatteringJax2D
 from tqdm.auto import tqdm
 
-from ..kernels.gram import validate_images
+from ..kernels._shared.images import validate_images
 from . import cache
 from .phase import Filters, phase_scattering
 

@@ -40,7 +40,7 @@ import optax
 from tqdm.auto import tqdm
 
 from . import imagenet, model, sparse_coding
-from ..kernels.atomic import atomic_write
+from ..kernels._shared.atomic import atomic_write
 
 CHECKPOINT = "checkpoint.npz"
 

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 
 from .methods import FORMAT, METHODS, kernel_spec, make_estimator
-from ...kernels.atomic import atomic_write
+from ...kernels._shared.atomic import atomic_write
 
 
 def _ridge_arrays(ridge) -> dict:
