@@ -7,6 +7,15 @@ from .layers import (AvgPool, Cast, Conv, Gaussian, GlobalAvgPool, Layer, Relu, 
 #: conv + nonlinearity repeats per stage (three stages, pooled by 2 between them).
 MYRTLE_STAGES = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
 PRECISIONS = ("float32", "mixed", "float64")
+#: the architecture names the estimators, experiments and CLI accept
+MYRTLE_NAMES = tuple(f"myrtle{d}" for d in MYRTLE_STAGES)
+
+
+def myrtle_depth(name: str) -> int:
+    """5, 7 or 10 for "myrtle5", "myrtle7" or "myrtle10"; ValueError naming the choices otherwise."""
+    if not isinstance(name, str) or name not in MYRTLE_NAMES:
+        raise ValueError(f"architecture must be one of {', '.join(MYRTLE_NAMES)}; got {name!r}")
+    return int(name[len("myrtle"):])
 
 
 def myrtle(depth: int = 5, nonlinearity: str = "relu", head: str = "project", *,
