@@ -5,6 +5,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._shared.persist import Persistent
+
 
 def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
     """(N, ...) images -> (N, D) float64 rows, each centred on its own mean and scaled to unit norm."""
@@ -24,12 +26,14 @@ def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
     return rows / norms
 
 
-class ZCAWhitening(TransformerMixin, BaseEstimator):
+class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
     """Per-image centring and unit-norm scaling, then X @ W with W = V (E + bias)^-1/2 V^T.
 
     (E, V) is the eigendecomposition of the training rows' second-moment matrix X^T X / n.
     ``bias`` is added to the eigenvalues (1e-5 for kernels, 1e-4 for networks in the paper).
     Fit on training images only; ``transform`` keeps the input's shape and returns float32.
+    Attributes: whitening_ (D, D) float64, n_features_in_ (D), input_shape_ (per-image shape).
+    ``save(path)`` / ``ZCAWhitening.load(path)``: arrays + JSON, no pickle.
     """
 
     def __init__(self, bias: float = 1e-5):
@@ -48,6 +52,15 @@ class ZCAWhitening(TransformerMixin, BaseEstimator):
         self.n_features_in_ = rows.shape[1]
         self.input_shape_ = np.asarray(x).shape[1:]
         return self
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        return ({"n_features_in": self.n_features_in_, "input_shape": list(self.input_shape_)},
+                {"whitening": self.whitening_})
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.whitening_ = arrays["whitening"]
+        self.n_features_in_ = int(meta["n_features_in"])
+        self.input_shape_ = tuple(int(s) for s in meta["input_shape"])
 
     def transform(self, x):
         check_is_fitted(self, "whitening_")

@@ -6,17 +6,19 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..kernels._shared.persist import Persistent
 from .frontend import check_config, check_spatial, num_channels, scatter
 
 __all__ = ["ScatteringFeatures"]
 
 
-class ScatteringFeatures(TransformerMixin, BaseEstimator):
+class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
     """Images (N, H, W, C) NHWC -> scattering features (N, h * w * C * K) float32, h = H / 2^J,
     w = W / 2^J (or (N, h, w, C * K) with ``flatten=False``); see :func:`.frontend.scatter` for the
     parameters (uint8 images are scaled to [0, 1]).
 
-    fit only records the input shape (the transform has no learned parameters).
+    fit only records the input shape (the transform has no learned parameters): input_shape_
+    (H, W, C), output_shape_ (h, w, C * K). ``save(path)`` / ``ScatteringFeatures.load(path)``.
     """
 
     def __init__(self, J=2, L=8, max_order=2, phase=False, batch_size=None, cache_dir=None,
@@ -43,6 +45,17 @@ class ScatteringFeatures(TransformerMixin, BaseEstimator):
         self.output_shape_ = (height // scale, width // scale,
                               channels * num_channels(self.J, self.L, self.max_order, self.phase))
         return self
+
+    def _params_to_json(self) -> dict:
+        params = self.get_params(deep=False)
+        return {**params, "cache_dir": None if params["cache_dir"] is None else str(params["cache_dir"])}
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        return {"input_shape": list(self.input_shape_), "output_shape": list(self.output_shape_)}, {}
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.input_shape_ = tuple(int(s) for s in meta["input_shape"])
+        self.output_shape_ = tuple(int(s) for s in meta["output_shape"])
 
     def transform(self, images):
         """(N, H, W, C), the fitted (H, W, C) -> (N, h * w * C * K) or (N, h, w, C * K) float32."""

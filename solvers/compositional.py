@@ -1,17 +1,56 @@
 """Images in, labels out: ZCA whitening -> compositional kernel -> kernel ridge classification."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from tangentless.kernels import Layer, ZCAWhitening, myrtle, validate_images
-from tangentless.kernels.architectures import MYRTLE_STAGES
+from tangentless.kernels import (AvgPool, Cast, Conv, DirectSum, Gaussian, GlobalAvgPool, Layer,
+                                 Normalize, Polynomial, Relu, Serial, ZCAWhitening, myrtle,
+                                 validate_images)
+from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
+from tangentless.kernels._shared.nested import child_state, restore_child
+from tangentless.kernels._shared.persist import Persistent
+from tangentless.kernels.architectures import myrtle_depth
 
-from .estimators import DEFAULT_ALPHAS, KernelRidgeClassifier
+from .estimators import KernelRidgeClassifier, alphas_from_json, alphas_to_json
+
+#: the layer types a saved Layer spec may name (anything else in a model file is refused)
+LAYER_TYPES = {cls.__name__: cls for cls in (AvgPool, Cast, Conv, DirectSum, Gaussian, GlobalAvgPool,
+                                             Normalize, Polynomial, Relu, Serial)}
 
 
-class CompositionalKernelClassifier(ClassifierMixin, BaseEstimator):
+def spec_to_json(value):
+    """A Layer spec as JSON: ``{"layer": <type name>, <field>: <value>, ...}``, nested layers and
+    tuples (as lists) encoded alike; the arguments that rebuild it with :func:`spec_from_json`."""
+    if isinstance(value, Layer):
+        if type(value).__name__ not in LAYER_TYPES:
+            raise ValueError(f"cannot save a spec holding a {type(value).__name__} layer; saved specs "
+                             f"are made of {', '.join(LAYER_TYPES)}")
+        return {"layer": type(value).__name__,
+                **{f.name: spec_to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, (tuple, list)):
+        return [spec_to_json(v) for v in value]
+    return value
+
+
+def spec_from_json(value):
+    """The Layer spec (or field value) :func:`spec_to_json` encoded; ValueError for unknown layers."""
+    if isinstance(value, list):
+        return tuple(spec_from_json(v) for v in value)
+    if not isinstance(value, dict):
+        return value
+    fields = {name: spec_from_json(v) for name, v in value.items() if name != "layer"}
+    if value.get("layer") not in LAYER_TYPES:
+        raise ValueError(f"unknown layer {value.get('layer')!r} in a saved spec")
+    if value["layer"] == "DirectSum":
+        return DirectSum(*fields["branches"], weights=fields["weights"])
+    return LAYER_TYPES[value["layer"]](**fields)
+
+
+class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """Kernel ridge classification with a compositional kernel, fitted on NHWC images.
 
     arch: "myrtle5" | "myrtle7" | "myrtle10" (built with ``nonlinearity`` and ``head``) or any
@@ -19,10 +58,14 @@ class CompositionalKernelClassifier(ClassifierMixin, BaseEstimator):
     training images. flip: use the flip-symmetrized kernel (training on mirror images for free).
     alphas, solver: passed to :class:`KernelRidgeClassifier` (alpha chosen on the training data).
     Memory: keeps the (whitened) training images; the training kernel is n x n float64.
+    Attributes: spec_ (the Layer spec), zca_ (fitted :class:`ZCAWhitening` or None),
+    train_images_ (n, H, W, C) float32, ridge_ (fitted :class:`KernelRidgeClassifier`), classes_,
+    alpha_. ``save(path)`` / ``CompositionalKernelClassifier.load(path)``: arrays + JSON, no pickle
+    (a Layer ``arch`` is stored as the arguments that rebuild it).
     """
 
     def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
-                 flip=True, alphas=DEFAULT_ALPHAS, solver="auto", block_size=None, progress=False):
+                 flip=True, alphas=KERNEL_ALPHAS, solver="auto", block_size=None, progress=False):
         self.arch = arch
         self.nonlinearity = nonlinearity
         self.head = head
@@ -37,10 +80,11 @@ class CompositionalKernelClassifier(ClassifierMixin, BaseEstimator):
     def _spec(self) -> Layer:
         if isinstance(self.arch, Layer):
             return self.arch
-        names = {f"myrtle{d}": d for d in MYRTLE_STAGES}
-        if self.arch not in names:
-            raise ValueError(f"arch must be one of {sorted(names)} or a Layer spec, got {self.arch!r}")
-        return myrtle(names[self.arch], nonlinearity=self.nonlinearity, head=self.head)
+        try:
+            depth = myrtle_depth(self.arch)
+        except ValueError as err:
+            raise ValueError(f"{err} (arch may also be a Layer spec)") from None
+        return myrtle(depth, nonlinearity=self.nonlinearity, head=self.head)
 
     def _gram(self, x, y=None):
         return self.spec_.gram(x, y, flip=self.flip, block_size=self.block_size,
@@ -61,6 +105,29 @@ class CompositionalKernelClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.ridge_.classes_
         self.alpha_ = self.ridge_.alpha_
         return self
+
+    def _params_to_json(self) -> dict:
+        params = self.get_params(deep=False)
+        return {**params, "arch": spec_to_json(params["arch"]), "alphas": alphas_to_json(params["alphas"])}
+
+    @classmethod
+    def _params_from_json(cls, params: dict) -> dict:
+        return {**params, "arch": spec_from_json(params["arch"]),
+                "alphas": alphas_from_json(params["alphas"])}
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta, arrays = child_state("ridge_", self.ridge_)
+        if self.zca_ is not None:
+            zca_meta, zca_arrays = child_state("zca_", self.zca_)
+            meta, arrays = {**meta, **zca_meta}, {**arrays, **zca_arrays}
+        return meta, {**arrays, "train_images": self.train_images_}
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.spec_ = self._spec()
+        self.zca_ = restore_child(ZCAWhitening, "zca_", meta, arrays) if self.zca else None
+        self.train_images_ = arrays["train_images"]
+        self.ridge_ = restore_child(KernelRidgeClassifier, "ridge_", meta, arrays)
+        self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
 
     def _preprocess(self, images):
         return images if self.zca_ is None else self.zca_.transform(images)

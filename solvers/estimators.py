@@ -1,6 +1,8 @@
 """A scikit-learn kernel ridge classifier on precomputed kernel matrices."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
@@ -8,14 +10,16 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
+from tangentless.kernels._shared.persist import Persistent
+
 from ._backend import resolve_backend
 from ._checks import check_alphas, check_kernel
 from .direct import solve_cholesky
-from .eigen import eigen_path, psd_tolerance
+from .eigen import EigenPath, eigen_path, psd_tolerance
 from .iterative import bcd, pcg
 from .nystrom import nystrom_fit, uniform_centers
 
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, -1, 8))
 SOLVERS = ("auto", "cholesky", "eigen", "bcd", "cg", "nystrom")
 SELECTIONS = ("loo", "holdout")
 
@@ -33,7 +37,18 @@ def _best(accuracy: np.ndarray, mse: np.ndarray) -> int:
     return int(np.argmin(np.where(accuracy == accuracy.max(), mse, np.inf)))
 
 
-class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
+def alphas_to_json(alphas) -> float | list[float]:
+    """Ridge alphas (a number, a sequence or an array) as JSON: a float or a list of floats."""
+    values = np.asarray(alphas, dtype=np.float64)
+    return float(values) if values.ndim == 0 else values.tolist()
+
+
+def alphas_from_json(alphas) -> float | tuple[float, ...]:
+    """The inverse of :func:`alphas_to_json`: a float or a tuple of floats."""
+    return tuple(alphas) if isinstance(alphas, list) else alphas
+
+
+class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """One-vs-all kernel ridge regression on one-hot labels, with alpha chosen on training data.
 
     ``fit(K_train, y)`` takes the (n, n) training kernel; ``predict(K_test)`` and
@@ -62,9 +77,10 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
     selection_ ("loo", "holdout", or None for a single alpha fitted without one); cv_scores_
     (accuracy for every alpha, LOO or holdout; or None); loo_score_ (LOO accuracy at alpha_, or
     None); path_ (the ``EigenPath`` of a LOO selection, or None); n_features_in_ (= n).
+    ``save(path)`` / ``KernelRidgeClassifier.load(path)``: all of them as arrays + JSON, no pickle.
     """
 
-    def __init__(self, alphas=DEFAULT_ALPHAS, solver="auto", center=False, selection="loo",
+    def __init__(self, alphas=KERNEL_ALPHAS, solver="auto", center=False, selection="loo",
                  max_loo_size=20000, holdout_fraction=0.2, n_centers=1000, solver_params=None,
                  random_state=0, backend=None):
         self.alphas = alphas
@@ -177,6 +193,33 @@ class KernelRidgeClassifier(ClassifierMixin, BaseEstimator):
             self.alpha_ = float(alphas[0])
         self.coef_, self.centers_ = self._solve(self.solver_, k, targets, self.alpha_)
         return self
+
+    def _params_to_json(self) -> dict:
+        return {**self.get_params(deep=False), "alphas": alphas_to_json(self.alphas)}
+
+    @classmethod
+    def _params_from_json(cls, params: dict) -> dict:
+        return {**params, "alphas": alphas_from_json(params["alphas"])}
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta = {"psd_tol": self.psd_tol_, "solver": self.solver_, "backend": self.backend_,
+                "selection": self.selection_, "alpha": self.alpha_, "loo_score": self.loo_score_,
+                "n_features_in": self.n_features_in_, "has_path": self.path_ is not None}
+        optional = {"cv_scores": self.cv_scores_, "centers": self.centers_}
+        if self.path_ is not None:
+            optional.update({f"path.{f.name}": getattr(self.path_, f.name)
+                             for f in dataclasses.fields(self.path_)})
+        return meta, {"classes": self.classes_, "coef": self.coef_, "offset": self.offset_,
+                      **{name: a for name, a in optional.items() if a is not None}}
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.psd_tol_, self.solver_, self.backend_ = meta["psd_tol"], meta["solver"], meta["backend"]
+        self.selection_, self.alpha_, self.loo_score_ = meta["selection"], meta["alpha"], meta["loo_score"]
+        self.n_features_in_ = int(meta["n_features_in"])
+        self.classes_, self.coef_, self.offset_ = arrays["classes"], arrays["coef"], arrays["offset"]
+        self.cv_scores_, self.centers_ = arrays.get("cv_scores"), arrays.get("centers")
+        self.path_ = None if not meta["has_path"] else EigenPath(**{
+            f.name: arrays.get(f"path.{f.name}") for f in dataclasses.fields(EigenPath)})
 
     def _scores(self, X) -> np.ndarray:
         """Per-class scores (n_test, c) for the (n_test, n_train) kernel X = K_test."""

@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from tangentless.solvers import KernelRidgeClassifier, eigen_path
-from tangentless.solvers.estimators import DEFAULT_ALPHAS
+from tangentless.kernels._shared.defaults import KERNEL_ALPHAS as DEFAULT_ALPHAS
 
 # Checks that cannot apply to a classifier on precomputed PSD kernels, and why.
 EXPECTED_FAILED_CHECKS = {
