@@ -1,14 +1,25 @@
-"""Compositional convolutional kernels: layer algebra, Myrtle architectures, ZCA and the Gram engine."""
+"""Compositional convolutional kernels: layer algebra, Myrtle architectures, ZCA and the Gram engine.
+
+Gram engine modules, each importing only those above it: ``layout`` (block layout, numpy only),
+``backend`` (the compute-backend protocol and registry), ``executors`` (in-process blocks),
+``engine`` (orchestration), ``jax_backend`` and ``cuda`` (the compute backends), ``store`` (Zarr
+sink) and ``distributed`` (Dask executor), and ``gram`` (the :func:`gram` front door).
+"""
+from ._shared.images import validate_images
 from .architectures import myrtle
-from .cuda import CudaBackend, CudaFallbackWarning
-from .gram import JaxBackend, default_block_size, gram, validate_images
+from .backend import Backend, CudaFallbackWarning, register_backend
+from .cuda import CudaBackend
+from .gram import gram
+from .jax_backend import JaxBackend
 from .layers import (AvgPool, Cast, Conv, DirectSum, Gaussian, GlobalAvgPool, Layer, Normalize,
                      Polynomial, Relu, Serial, project, serial)
+from .layout import BlockLayout, default_block_size
 from .network import empirical_kernel, network
 from .preprocess import ZCAWhitening
 
 __all__ = [
-    "AvgPool", "Cast", "Conv", "CudaBackend", "CudaFallbackWarning", "DirectSum", "Gaussian",
-    "GlobalAvgPool", "JaxBackend", "Layer", "Normalize", "Polynomial", "Relu", "Serial", "ZCAWhitening", "default_block_size",
-    "empirical_kernel", "gram", "myrtle", "network", "project", "serial", "validate_images",
+    "AvgPool", "Backend", "BlockLayout", "Cast", "Conv", "CudaBackend", "CudaFallbackWarning",
+    "DirectSum", "Gaussian", "GlobalAvgPool", "JaxBackend", "Layer", "Normalize", "Polynomial", "Relu",
+    "Serial", "ZCAWhitening", "default_block_size", "empirical_kernel", "gram", "myrtle", "network",
+    "project", "register_backend", "serial", "validate_images",
 ]

@@ -7,11 +7,11 @@ Pipeline of one block of image pairs (Bx x By pairs, pair p = a * By + b, tensor
    ``tl_fused_stage`` launch that keeps every pixel-offset plane in shared memory and writes only the
    pooled result; everything else (float64 layers after ``Cast("float64")``, pools that cannot fuse)
    runs as one unfused kernel per layer. Layers the kernels cannot express give a :class:`Fallback`
-   with the reason, and ``gram(..., backend="cuda")`` then warns and runs the JAX path.
+   with the reason, and ``gram(..., backend="cuda")`` then warns and runs the JAX backend.
 2. :func:`execute` runs a plan through a *launcher*: :class:`CupyLauncher` (the GPU, kernels built
    from ``csrc/`` by CuPy at first use) or :class:`HarnessLauncher` (the same kernel bodies run
    serially on the CPU by csrc's host harness, for tests without a GPU).
-3. :class:`CudaBackend` plugs this into the Gram engine. Per-image infos come from the JAX self pass
+3. :class:`CudaBackend` is the compute backend "cuda" of the Gram engine (:mod:`.backend`). Per-image infos come from the JAX self pass
    (n images, not n^2 pairs) together with the images themselves, both on JAX's device: the engine
    slices them per block on the device, and CuPy reads them through DLPack without a copy.
 
@@ -35,8 +35,12 @@ import importlib.resources
 import math
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from .backend import CudaFallbackWarning, register_backend
+from .jax_backend import self_infos
 from .layers import (AvgPool, Cast, Conv, Gaussian, GlobalAvgPool, Layer, Normalize,
                      Polynomial, Relu, Serial)
 
@@ -54,10 +58,6 @@ MAX_GRID_Y = 65535
 #: FLOP charged per tensor entry to each pointwise layer in :meth:`Plan.flop_per_pair`.
 POINTWISE_FLOP = 30
 INSTALL_HINT = "pip install 'tangentless[gpu]'"
-
-
-class CudaFallbackWarning(UserWarning):
-    """A spec the CUDA kernels cannot run: the Gram engine used the JAX path instead."""
 
 
 # ----------------------------------------------------------------------------------------- plan
@@ -517,7 +517,7 @@ def _c_argument(a):
 # ------------------------------------------------------------------------------------- backend
 
 class CudaBackend:
-    """Gram-engine backend on the csrc kernels (see the module docstring).
+    """Gram compute backend "cuda": the csrc kernels (see the module docstring).
 
     fused: run float32 conv/pointwise runs as fused stages (False: one kernel per layer, for checks);
     device: the CUDA device ordinal (default: CuPy's current device); launcher: a launcher object
@@ -525,6 +525,8 @@ class CudaBackend:
     RuntimeError, both naming the problem.
     Infos: ``{"images": (B, H, W, C), "infos": the JAX self pass's infos}``, arrays on JAX's device.
     """
+
+    name = "cuda"
 
     def __init__(self, fused: bool = True, device: int | None = None, launcher=None):
         self.fused = fused
@@ -548,17 +550,12 @@ class CudaBackend:
 
     def self_info(self, spec: Layer, x: np.ndarray):
         """{"images": x, "infos": the JAX self pass's infos}, on JAX's default device."""
-        import jax
-        import jax.numpy as jnp
-
-        from .gram import _self_info
         with jax.enable_x64(True):
             images = jnp.asarray(x)
-            return {"images": images, "infos": _self_info(spec, images)}
+            return {"images": images, "infos": self_infos(spec, images)}
 
     def compute_block(self, spec: Layer, x, y, info_x, info_y) -> np.ndarray:
         """(Bx, By) float64 block; x, y are only used for their shape (the images ride in the infos)."""
-        import jax
         compiled = self.plan(spec, x.shape[1:])
         if isinstance(compiled, Fallback):
             raise ValueError(f"the CUDA backend cannot run this spec: {compiled.reason}")
@@ -576,3 +573,6 @@ def norms_from_infos(compiled: Plan, launcher, infos) -> dict:
     xp = launcher.xp
     return {s.layer: _contiguous(xp, launcher.from_jax(infos[s.layer]).reshape(-1, s.h, s.w), s.dtype)
             for s in compiled.steps if s.kind == "pointwise"}
+
+
+register_backend("cuda", CudaBackend, available=available, priority=1)

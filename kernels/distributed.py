@@ -1,4 +1,4 @@
-"""Gram blocks as Dask tasks: ``gram(..., scheduler=...)``.
+"""Gram blocks as Dask tasks: the :class:`DaskExecutor` of ``gram(..., scheduler=...)``.
 
 Each padded image block travels once, in a task that returns it (Dask can recompute that if the
 worker holding it dies, which scattered data would not survive); one task per image block computes
@@ -9,8 +9,9 @@ as done; Dask reruns the task elsewhere (up to ``distributed.scheduler.allowed-f
 deaths per task, 3 by default) and ``retries`` covers tasks that raise. If the run fails anyway,
 rerunning the same call resumes from the store.
 
-Backends: "jax" and "cuda" are rebuilt on each worker with default options (once per process), so
-a CUDA worker uses its visible GPU; another backend object is pickled to the workers. With the
+Compute backends: a registered one ("jax", "cuda") is rebuilt on each worker by name with default
+options (once per process), so a CUDA worker uses its visible GPU; another backend object is
+pickled to the workers. With the
 CUDA backend, tasks ask for ``resources={"GPU": 1}`` when some worker declares a GPU resource
 (then only those workers get Gram tasks, one at a time each); when none does, no resources are
 asked for (give each GPU worker one thread).
@@ -38,9 +39,11 @@ import jax
 import numpy as np
 from dask.distributed import Client, LocalCluster, as_completed
 
-from .gram import BlockLayout, JaxBackend, block_task, builtin_backend_name
+from .backend import backend_name, create_backend
+from .executors import block_task
+from .layout import BlockLayout
 
-__all__ = ["block_results", "connect", "portable", "task_resources"]
+__all__ = ["DaskExecutor", "connect", "portable", "task_resources"]
 
 
 @contextlib.contextmanager
@@ -66,20 +69,19 @@ def connect(scheduler, workers: int | None = None):
 
 
 def portable(backend):
-    """What a task carries to name ``backend``: "jax"/"cuda" for the built-in backends (rebuilt
-    on the worker), else the object itself (pickled)."""
-    return builtin_backend_name(backend) or backend
+    """What a task carries to name ``backend``: the registered name of a registered backend
+    (rebuilt on the worker), else the object itself (pickled)."""
+    return backend_name(backend) or backend
 
 
 @functools.cache
-def _built_in(name: str):
-    from .cuda import CudaBackend
-
-    return JaxBackend() if name == "jax" else CudaBackend()
+def _registered(name: str):
+    """The worker's backend object of the registered ``name`` (one per process)."""
+    return create_backend(name)
 
 
 def _worker_backend(ref):
-    return _built_in(ref) if isinstance(ref, str) else ref
+    return _registered(ref) if isinstance(ref, str) else ref
 
 
 def task_resources(ref, workers: dict) -> dict | None:
@@ -103,24 +105,30 @@ def _block_task(ref, spec, *arguments):
     return block_task(_worker_backend(ref), spec, *arguments)
 
 
-def block_results(client, retries: int, backend, spec, layout: BlockLayout, images: dict, pairs,
-                  writer, run: str):
-    """Yield ((i, j), :func:`~tangentless.kernels.gram.block_task` result) for the blocks
-    ``pairs`` as their tasks on ``client`` complete; a failed task raises (the rest are cancelled).
-    ``run`` names the tasks."""
-    ref = portable(backend)
-    options = {"retries": retries,
-               "resources": task_resources(ref, client.scheduler_info()["workers"])}
-    keys = layout.needed(pairs)
-    held = {k: client.submit(_hold, images[k], key=f"gram-images-{run}-{k[0]}-{k[1]}")
-            for k in keys}
-    infos = {k: client.submit(_info_task, ref, spec, held[k],
-                              key=f"gram-info-{run}-{k[0]}-{k[1]}", **options) for k in keys}
-    futures = {client.submit(_block_task, ref, spec, *layout.task_arguments(i, j, held, infos),
-                             writer, (i, j), key=f"gram-block-{run}-{i}-{j}", **options): (i, j)
-               for i, j in pairs}
-    try:
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        client.cancel([*futures, *infos.values(), *held.values()])
+class DaskExecutor:
+    """Computes the Gram blocks as tasks on the Dask ``client`` (see the module docstring), each
+    retried ``retries`` times on errors."""
+
+    def __init__(self, client, retries: int = 3):
+        self.client, self.retries = client, retries
+
+    def blocks(self, backend, spec, layout: BlockLayout, images: dict, pairs, writer, run: str):
+        """Yield ((i, j), :func:`~tangentless.kernels.executors.block_task` result) for the
+        blocks ``pairs`` as their tasks complete; a failed task raises (the rest are cancelled).
+        ``run`` names the tasks."""
+        client, ref = self.client, portable(backend)
+        options = {"retries": self.retries,
+                   "resources": task_resources(ref, client.scheduler_info()["workers"])}
+        keys = layout.needed(pairs)
+        held = {k: client.submit(_hold, images[k], key=f"gram-images-{run}-{k[0]}-{k[1]}")
+                for k in keys}
+        infos = {k: client.submit(_info_task, ref, spec, held[k],
+                                  key=f"gram-info-{run}-{k[0]}-{k[1]}", **options) for k in keys}
+        futures = {client.submit(_block_task, ref, spec, *layout.task_arguments(i, j, held, infos),
+                                 writer, (i, j), key=f"gram-block-{run}-{i}-{j}", **options): (i, j)
+                   for i, j in pairs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            client.cancel([*futures, *infos.values(), *held.values()])

@@ -21,7 +21,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from . import _nonlin
+from ._nonlin import arccos_kernel_1, gaussian_dual, polynomial_dual
+from .gram import gram as _gram
+from .network import network as _network
 
 __all__ = [
     "Layer", "Conv", "Relu", "Gaussian", "Polynomial", "Normalize", "AvgPool", "GlobalAvgPool",
@@ -94,15 +96,18 @@ class Layer(abc.ABC):
     def apply(self, params, h):
         """Network layer on NHWC features."""
 
+    @property
+    def input_dtype(self) -> str:
+        """The dtype the pixels enter this kernel in: float32, unless it starts with a Cast."""
+        return "float32"
+
     def gram(self, x, y=None, **options):
         """Gram matrix of this kernel; see :func:`tangentless.kernels.gram`."""
-        from .gram import gram
-        return gram(self, x, y, **options)
+        return _gram(self, x, y, **options)
 
     def network(self, width: int, num_outputs: int | None = None):
         """``(init, apply)`` of the finite-width network; see :func:`tangentless.kernels.network`."""
-        from .network import network
-        return network(self, width, num_outputs)
+        return _network(self, width, num_outputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +181,7 @@ class Relu(_Pointwise):
     """
 
     def dual(self, rho):
-        return _nonlin.arccos_kernel_1(rho)
+        return arccos_kernel_1(rho)
 
     def apply(self, params, h):
         return math.sqrt(2.0) * jax.nn.relu(h)
@@ -196,7 +201,7 @@ class Gaussian(_Pointwise):
             raise ValueError(f"Gaussian gamma must be finite and > 0, got {self.gamma!r}")
 
     def dual(self, rho):
-        return _nonlin.gaussian_dual(rho, self.gamma)
+        return gaussian_dual(rho, self.gamma)
 
     def init(self, key, in_channels, width):
         kw, kb = jax.random.split(key)
@@ -223,7 +228,7 @@ class Polynomial(_Pointwise):
             raise ValueError(f"Polynomial degree must be an integer >= 1, got {self.degree!r}")
 
     def dual(self, rho):
-        return _nonlin.polynomial_dual(rho, self.degree)
+        return polynomial_dual(rho, self.degree)
 
     def init(self, key, in_channels, width):
         return jax.random.normal(key, (self.degree, in_channels, width)), width
@@ -307,6 +312,10 @@ class Cast(Layer):
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"Cast dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
+    @property
+    def input_dtype(self) -> str:
+        return self.dtype
+
     def kernel(self, k, info_x=None, info_y=None):
         return k.astype(self.dtype)
 
@@ -326,6 +335,10 @@ class Serial(Layer):
                 raise TypeError(f"serial() takes Layer objects, got {type(layer).__name__}")
             flat.extend(layer.layers if isinstance(layer, Serial) else [layer])
         object.__setattr__(self, "layers", tuple(flat))
+
+    @property
+    def input_dtype(self) -> str:
+        return self.layers[0].input_dtype if self.layers else "float32"
 
     def output_size(self, size):
         for layer in self.layers:

@@ -6,11 +6,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .layers import Layer
 
-
-def network(spec: Layer, width: int, num_outputs: int | None = None):
-    """Return ``(init, apply)`` for the network of ``spec`` with ``width`` channels per layer.
+def network(spec, width: int, num_outputs: int | None = None):
+    """Return ``(init, apply)`` for the network of ``spec`` (a :class:`~tangentless.kernels.Layer`,
+    or any object with its ``init`` and ``apply``) with ``width`` channels per layer.
 
     ``init(key, in_channels) -> params``; ``apply(params, x) -> out`` for NHWC pixels x (N, H, W, C).
     The pixels enter scaled by sqrt(C), so that channel averages reproduce the kernel's channel sums.

@@ -30,7 +30,6 @@ host that runs tasks.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -44,10 +43,12 @@ import zarr
 import zarr.errors
 from zarr.codecs import Crc32cCodec
 
-from .gram import BlockLayout, builtin_backend_name
 from ._shared.atomic import atomic_write
+from ._shared.digest import array_sha256
+from .backend import backend_label
+from .layout import BlockLayout
 
-__all__ = ["GramStore", "BlockWriter", "CorruptBlockWarning", "store_config", "array_sha256"]
+__all__ = ["GramStore", "BlockWriter", "CorruptBlockWarning", "store_config"]
 
 FORMAT = 1
 DTYPES = ("float64", "float32")
@@ -56,14 +57,6 @@ DTYPES = ("float64", "float32")
 class CorruptBlockWarning(UserWarning):
     """A finished block of a store does not match its marker (truncated, corrupted or replaced
     chunk, or an unreadable marker); the block is recomputed."""
-
-
-def array_sha256(a: np.ndarray) -> str:
-    """SHA-256 of an array's dtype, shape and C-order bytes (hex)."""
-    a = np.ascontiguousarray(a)
-    digest = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    digest.update(memoryview(a).cast("B"))
-    return digest.hexdigest()
 
 
 def _version() -> str:
@@ -76,7 +69,8 @@ def _version() -> str:
 def store_config(spec, x: np.ndarray, y: np.ndarray | None, layout: BlockLayout, backend,
                  dtype: str, preprocessing: dict | None) -> dict:
     """The configuration a store records and a resume must match: spec (its repr), preprocessing,
-    SHA-256 of x and y (None for K(x, x)), flip, shape, block shape, dtype, backend and version."""
+    SHA-256 of x and y (None for K(x, x)), flip, shape, block shape, dtype, compute backend
+    (:func:`~.backend.backend_label`: "jax", "cuda", or another backend's class) and version."""
     if dtype not in DTYPES:
         raise ValueError(f"store_dtype must be one of {DTYPES}; got {dtype!r}")
     try:
@@ -89,8 +83,7 @@ def store_config(spec, x: np.ndarray, y: np.ndarray | None, layout: BlockLayout,
             "x_sha256": array_sha256(x), "y_sha256": None if y is None else array_sha256(y),
             "flip": layout.flip, "symmetric": layout.symmetric, "shape": [layout.n, layout.m],
             "block_shape": [layout.row_length, layout.col_length], "dtype": dtype,
-            "backend": builtin_backend_name(backend) or f"{type(backend).__module__}."
-                                                        f"{type(backend).__qualname__}",
+            "backend": backend_label(backend),
             "version": _version()}
 
 
@@ -146,7 +139,8 @@ def _now() -> str:
 
 
 class GramStore:
-    """A Gram matrix store at ``path`` (see the module docstring); opening checks that it is one."""
+    """A Gram matrix store at ``path`` (see the module docstring); opening checks that it is one.
+    It is the Gram engine's sink for ``gram(store=)`` (:class:`~tangentless.kernels.engine.Sink`)."""
 
     def __init__(self, path):
         self.path = pathlib.Path(path).expanduser().absolute()
@@ -238,6 +232,9 @@ class GramStore:
                                           "reused": len(verified), "corrupt": len(corrupt),
                                           "computed": 0})
         return pending, BlockWriter(str(self.path), layout, self.config["dtype"], run)
+
+    def accept(self, index: tuple[int, int], checksums: list[str]) -> None:
+        """Nothing to do: the run's :class:`BlockWriter` stored block ``index`` already."""
 
     def finish_run(self, run: str, computed) -> zarr.Array:
         """Record the blocks ``computed`` by the run; return the Zarr array (read-only)."""

@@ -17,7 +17,7 @@ from tangentless.kernels import (AvgPool, Cast, Conv, CudaBackend, CudaFallbackW
                                  Relu, gram, myrtle, project, serial)
 from tangentless.kernels import cuda
 from tangentless.kernels.architectures import MYRTLE_STAGES
-from tangentless.kernels.gram import resolve_backend
+from tangentless.kernels.backend import resolve_backend
 
 HARNESS_SOURCE = pathlib.Path(__file__).resolve().parents[1] / "csrc" / "harness.cu"
 

@@ -1,0 +1,46 @@
+"""Executors: where the Gram engine's blocks are computed. An executor's ``blocks(backend, spec,
+layout, images, pairs, writer, run)`` yields ((i, j), :func:`block_task` result) for the blocks
+``pairs`` in any order; :class:`InProcess` computes them here, in order, and
+:class:`tangentless.kernels.distributed.DaskExecutor` as Dask tasks.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from .layout import BlockLayout
+
+__all__ = ["Executor", "InProcess", "block_task"]
+
+
+def block_task(backend, spec, x_block, y_blocks, info_x, info_ys, size: tuple[int, int],
+               diagonal: bool, writer=None, index: tuple[int, int] | None = None):
+    """One block of K: the sum over ``y_blocks`` (one, or two with flip) of the backend's
+    (length, length) blocks, cropped to ``size``; ``diagonal``: a diagonal block of K(x, x), made
+    exactly symmetric from its upper triangle. Returns the float64 block of shape ``size``, or
+    with a ``writer`` what ``writer(index, block)`` returns (a store's checksums)."""
+    block = sum(backend.compute_block(spec, x_block, y, info_x, info_y)
+                for y, info_y in zip(y_blocks, info_ys))[: size[0], : size[1]]
+    if diagonal:
+        block = np.triu(block) + np.triu(block, 1).T
+    return block if writer is None else writer(index, block)
+
+
+class Executor(Protocol):
+    def blocks(self, backend, spec, layout: BlockLayout, images: dict, pairs, writer,
+               run: str) -> Iterator[tuple[tuple[int, int], object]]:
+        """((i, j), :func:`block_task` result) for each block of ``pairs``; ``images`` maps
+        image-block keys to padded images (:meth:`BlockLayout.image_blocks`), ``writer`` is the
+        sink's block writer or None, ``run`` names the run."""
+
+
+class InProcess:
+    """Computes the blocks in this process, in order: the self infos of the image blocks they
+    read first, then one :func:`block_task` per block."""
+
+    def blocks(self, backend, spec, layout: BlockLayout, images: dict, pairs, writer, run: str):
+        infos = {key: backend.self_info(spec, images[key]) for key in layout.needed(pairs)}
+        for i, j in pairs:
+            yield (i, j), block_task(backend, spec, *layout.task_arguments(i, j, images, infos),
+                                     writer, (i, j))
