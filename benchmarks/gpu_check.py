@@ -17,9 +17,10 @@ repository root:
    path on the same GPU, and a whole symmetric ``gram`` (self pass included);
 4. compares with the targets (issue 5): fused stage >= 40% of the float32 rate (67 TFLOP/s, H200
    datasheet), >= 20x the JAX path, full CIFAR-10 Myrtle10 (1.75e9 pairs) < 3 hours.
-Writes benchmarks/results/gpu_check.json (and $OUT/gpu_check.json when OUT is set) with the machine
-description. Exit status: 0 when every correctness check passed (speed targets are reported, not
-enforced), 1 when a check failed or a section raised, 2 without a usable GPU.
+Writes ``--out`` (default: benchmarks/results/gpu_check.json under the current directory), and a
+copy to $OUT/gpu_check.json when OUT is set, with the machine description. Exit status: 0 when
+every correctness check passed (speed targets are reported, not enforced), 1 when a check failed
+or a section raised, 2 without a usable GPU.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from .kernel_throughput import RESULTS  # noqa: E402
+
 FP32_PEAK = 67e12  # H200 SXM float32 (non-tensor) rate, datasheet
 CIFAR_PAIRS = 1.75e9  # 50k^2 / 2 + 10k * 50k
 TARGETS = {"fused_stage_fraction_of_fp32_peak": 0.40, "speedup_over_jax": 20.0,
@@ -231,6 +233,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="time blocks of 32 images (not 64) with 3 repeats (not 5)")
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "gpu_check.json")
     args = parser.parse_args(argv)
     try:
         import cupy
@@ -269,7 +272,7 @@ def main(argv=None) -> int:
             if name == "build":
                 break
     summarize(report)
-    write(report)
+    write(report, args.out)
     passed = report["checks"] and all(c["ok"] for c in report["checks"]) and not report["errors"]
     return 0 if passed else 1
 
@@ -308,10 +311,11 @@ def summarize(report: dict) -> None:
     print("\n".join(["", "== summary", *rows]), flush=True)
 
 
-def write(report: dict) -> None:
+def write(report: dict, out: pathlib.Path) -> None:
+    """The report to ``out``, and a copy to $OUT/gpu_check.json when OUT is set."""
     text = json.dumps(report, indent=2, default=str)
-    RESULTS.mkdir(exist_ok=True)
-    paths = [RESULTS / "gpu_check.json"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out]
     if os.environ.get("OUT"):
         paths.append(pathlib.Path(os.environ["OUT"]) / "gpu_check.json")
     for path in paths:

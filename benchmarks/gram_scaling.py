@@ -7,7 +7,8 @@ first computes one block of the same shape (that call, compilation included, is 
 ``warm_up_seconds``); cluster start-up is not timed either. Pairs are distinct image pairs,
 n (n + 1) / 2.
 Usage: python -m tangentless.benchmarks.gram_scaling [--n 128] [--block-size 16] [--workers 1 2]
-Writes benchmarks/results/gram_scaling.json (with the machine description).
+Writes ``--out`` (default: benchmarks/results/gram_scaling.json under the current directory), with
+the machine description.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Each configuration runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
 Usage: python -m tangentless.benchmarks.kernel_throughput [--depths 5 7 10] [--rows 32 --cols 64]
-Writes benchmarks/results/kernel_throughput.json (with the machine description).
+Writes ``--out`` (default: benchmarks/results/kernel_throughput.json under the current directory),
+with the machine description.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import time
 
 import numpy as np
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+#: default folder of the benchmarks' result files, relative to the current directory
+RESULTS = pathlib.Path("benchmarks", "results")
 SHARED_CIFAR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train.npz"
 TARGETS = {5: 100.0, 7: None, 10: 60.0}  # pairs/s on the 2-core CI machine (issue 2)
 
