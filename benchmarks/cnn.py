@@ -13,17 +13,17 @@ Networks are pairs of pure functions in one interface:
 :func:`train_cnn` trains either with SGD (Nesterov momentum, weight decay on the weights of ndim >= 2,
 PyTorch's rule: added to the gradient before momentum) and a one-cycle learning rate, on MSE to
 one-hot labels or cross-entropy with label smoothing; crop + flip + cutout augmentation; checkpoints
-after every epoch that resume bit for bit. :class:`CNNClassifier` wraps both as a scikit-learn
-classifier. Data order, augmentation and checkpoints reuse :mod:`tangentless.scattering.train`.
+after every epoch that resume bit for bit. Data order, checkpoints, resume and the history are the
+library's one training loop (:func:`tangentless.kernels._shared.training.train_loop`), driven by this
+module's step. :class:`CNNClassifier` wraps both networks as a scikit-learn classifier that saves and
+loads itself (``save``/``load``). Defaults: the "CNN" section of
+:mod:`tangentless.kernels._shared.defaults`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +33,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from ..kernels import myrtle
-from ..scattering.estimators import check_image_input as validate_images
-from ..scattering.model import batch_norm, fit_standardization, standardize
-from ..scattering.train import (CHECKPOINT, CheckpointError, TrainResult, ArrayData, epoch_metrics,
-                                load_checkpoint, save_checkpoint, to_float_images)
+from ..kernels._shared.batch_norm import batch_norm
+from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_RECIPE
+from ..kernels._shared.images import to_unit_range, validate_images
+from ..kernels._shared.persist import Persistent
+from ..kernels._shared.standardize import fit_standardization, standardize
+from ..kernels._shared.training import (ArrayData, EpochRandom, TrainResult, augment_batch, evaluation_scores,
+                                        fingerprint, named_arrays, one_cycle, padded_batches, sgd, sgd_update,
+                                        train_loop, train_metrics, trees_from_arrays)
 
 LOSSES = ("mse", "xent")
 ARCHS = ("myrtle5", "myrtle7", "myrtle10", "resnet9")
@@ -89,9 +92,8 @@ def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, 
 
     prep conv(64) -> conv(128), maxpool2, + residual(conv(128), conv(128)) -> conv(256), maxpool2 ->
     conv(512), maxpool2, + residual(conv(512), conv(512)) -> global max pool -> linear (no bias) x
-    ``scale``; each conv is 3x3 "same", no bias, then batch norm
-    (:func:`tangentless.scattering.model.batch_norm`: batch statistics in training, running ones with
-    ``bn_momentum`` in evaluation), then ReLU. Channels: round(c * width), at least 1. The global max
+    ``scale``; each conv is 3x3 "same", no bias, then batch norm (batch statistics in training,
+    running ones with ``bn_momentum`` in evaluation), then ReLU. Channels: round(c * width), at least 1. The global max
     pool replaces Page's maxpool4 (the same on 32x32) so that any H, W >= 8 work (8x8 digits: 8 -> 4
     -> 2 -> 1; odd sizes are floored). Init: PyTorch's defaults, weights U(+-1 / sqrt(fan_in)), batch
     norm scale 1, offset 0. params: {block: {conv: {"kernel", "bn": {"scale", "offset"}}}, "linear":
@@ -157,7 +159,8 @@ def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, 
 
 @dataclasses.dataclass(frozen=True)
 class CNNTrainConfig:
-    """Budget and optimization of :func:`train_cnn` (defaults: Page's ResNet-9 recipe, 10 epochs).
+    """Budget and optimization of :func:`train_cnn` (defaults: ``CNN_RECIPE``, Page's ResNet-9
+    recipe, 10 epochs).
 
     lr: the one-cycle peak (:func:`one_cycle`) over ``schedule_epochs`` (None: ``epochs``); training
     the first ``epochs`` of a longer schedule is what lets a run stop and resume to the same result.
@@ -167,21 +170,21 @@ class CNNTrainConfig:
     ``cutout`` square set to 0 (the mean, for standardized images) inside each image.
     """
 
-    epochs: int = 10
-    batch_size: int = 512
-    lr: float = 0.4
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup: float = 0.2
+    epochs: int = CNN_RECIPE["epochs"]
+    batch_size: int = CNN_RECIPE["batch_size"]
+    lr: float = CNN_RECIPE["lr"]
+    momentum: float = CNN_RECIPE["momentum"]
+    nesterov: bool = CNN_RECIPE["nesterov"]
+    weight_decay: float = CNN_RECIPE["weight_decay"]
+    warmup: float = CNN_RECIPE["warmup"]
     schedule_epochs: int | None = None
-    loss: str = "xent"
-    label_smoothing: float = 0.2
-    augment: bool = True
-    crop_padding: int = 4
-    cutout: int = 8
+    loss: str = CNN_RECIPE["loss"]
+    label_smoothing: float = CNN_RECIPE["label_smoothing"]
+    augment: bool = CNN_RECIPE["augment"]
+    crop_padding: int = CNN_RECIPE["crop_padding"]
+    cutout: int = CNN_RECIPE["cutout"]
     seed: int = 0
-    eval_batch_size: int = 512
+    eval_batch_size: int = CNN_RECIPE["eval_batch_size"]
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -207,47 +210,31 @@ class CNNTrainConfig:
         return self.schedule_epochs or self.epochs
 
 
-@dataclasses.dataclass
-class CNNTrainResult(TrainResult):
-    """:class:`~tangentless.scattering.train.TrainResult` plus ``budget``: what the run trained on
-    (epochs, schedule_epochs, batch_size used, train_images, steps_per_epoch)."""
-
-    budget: dict = dataclasses.field(default_factory=dict)
-
-
-def one_cycle(peak: float, total_steps: int, warmup: float):
-    """Step t in [0, total_steps) -> peak * min((t + 1) / w, (total_steps - t) / (total_steps - w)),
-    w = min(round(warmup * total_steps), total_steps - 1): a linear rise to ``peak`` at step w - 1,
-    then a linear fall that would reach 0 at step total_steps (no step has lr 0). w = 0: the fall."""
-    w = min(round(warmup * total_steps), total_steps - 1)
-
-    def schedule(t: int) -> float:
-        down = (total_steps - t) / (total_steps - w)
-        return peak * (min((t + 1) / w, down) if w else down)
-
-    return schedule
+def per_example_loss(outputs, labels, loss: str, label_smoothing: float = 0.0):
+    """(B,) loss of outputs (B, K) for integer labels (B,): "mse", the squared distance to the
+    one-hot label summed over the K outputs; "xent", softmax cross-entropy to the one-hot label
+    smoothed by ``label_smoothing``."""
+    targets = jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
+    if loss == "mse":
+        return jnp.sum((outputs - targets) ** 2, -1)
+    return optax.softmax_cross_entropy(outputs, optax.smooth_labels(targets, label_smoothing))
 
 
 def loss_fn(outputs, labels, loss: str, label_smoothing: float = 0.0):
-    """Batch mean of the loss of outputs (B, K) for integer labels (B,): "mse", the squared
-    distance to the one-hot label summed over the K outputs; "xent", softmax cross-entropy to the
-    one-hot label smoothed by ``label_smoothing``."""
-    targets = jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
-    if loss == "mse":
-        return jnp.mean(jnp.sum((outputs - targets) ** 2, -1))
-    return optax.softmax_cross_entropy(outputs, optax.smooth_labels(targets, label_smoothing)).mean()
+    """Batch mean of :func:`per_example_loss`."""
+    return per_example_loss(outputs, labels, loss, label_smoothing).mean()
 
 
-def _decayed(params):
-    """True on the leaves that get weight decay: weights of ndim >= 2, not batch-norm vectors."""
-    return jax.tree_util.tree_map(lambda w: w.ndim >= 2, params)
+@functools.lru_cache(maxsize=16)
+def _evaluation_loss(loss: str, label_smoothing: float):
+    """:func:`per_example_loss` of one setting, one object per setting (its jitted scores compile once)."""
+    return functools.partial(per_example_loss, loss=loss, label_smoothing=label_smoothing)
 
 
 def make_optimizer(config: CNNTrainConfig) -> optax.GradientTransformation:
     """SGD at unit learning rate: weight decay (on leaves of ndim >= 2) added to the gradient, then
     (Nesterov) momentum, PyTorch's rule; the training step scales the result by -lr."""
-    return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=_decayed),
-                       optax.trace(decay=config.momentum, nesterov=config.nesterov))
+    return sgd(config.momentum, config.weight_decay, config.nesterov)
 
 
 def _step_settings(config: CNNTrainConfig) -> CNNTrainConfig:
@@ -259,7 +246,7 @@ def _step_settings(config: CNNTrainConfig) -> CNNTrainConfig:
 @functools.lru_cache(maxsize=32)
 def _training(apply, settings: CNNTrainConfig):
     """(optimizer, jitted (params, state, opt_state, x, y, lr) -> (params, state, opt_state,
-    {"loss", "train_acc"})) for :func:`_step_settings`. The learning rate is an input, so one
+    {"loss", "train_top1"})) for :func:`_step_settings`. The learning rate is an input, so one
     compilation (per network and batch shape) serves every schedule, seed and budget."""
     optimizer = make_optimizer(settings)
 
@@ -270,8 +257,7 @@ def _training(apply, settings: CNNTrainConfig):
 
         (loss, (out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = jax.tree_util.tree_map(lambda w, u: w - lr * u, params, updates)
-        return params, new_state, opt_state, {"loss": loss, "train_acc": jnp.mean(jnp.argmax(out, -1) == y)}
+        return sgd_update(params, updates, lr), new_state, opt_state, train_metrics(out, y, loss)
 
     return optimizer, jax.jit(step)
 
@@ -287,15 +273,24 @@ def cutout(images: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarra
     return np.where((rows[:, :, None] & cols[:, None, :])[..., None], 0, images).astype(images.dtype)
 
 
+def augmentation(config: CNNTrainConfig):
+    """None without ``config.augment``; else (images, :class:`EpochRandom`) -> crops and flips
+    (stream 1), then cutout (stream 2) when ``config.cutout``."""
+    if not config.augment:
+        return None
+
+    def augment(images: np.ndarray, rng: EpochRandom) -> np.ndarray:
+        images = augment_batch(images, rng(1), config.crop_padding)
+        return cutout(images, rng(2), config.cutout) if config.cutout else images
+
+    return augment
+
+
 def train_batches(data: ArrayData, config: CNNTrainConfig, epoch: int, batch: int):
-    """(images (batch, H, W, C), labels) of epoch ``epoch``: the permutation, crops and flips of
-    :meth:`tangentless.scattering.train.ArrayData.train_batches` (streams ``default_rng([seed, epoch,
-    0 | 1])``), then with augment cutout from ``default_rng([seed, epoch, 2])``."""
-    cut_rng = np.random.default_rng([config.seed, epoch, 2])
-    for images, labels in data.train_batches(config, epoch, batch):
-        if config.augment and config.cutout:
-            images = cutout(images, cut_rng, config.cutout)
-        yield images, labels
+    """(images (batch, H, W, C), labels) of epoch ``epoch``: the permutation of stream
+    ``default_rng([seed, epoch, 0])``, then with augment crops and flips (``[seed, epoch, 1]``) and
+    cutout (``[seed, epoch, 2]``)."""
+    return data.train_batches(config.seed, epoch, batch, augmentation(config))
 
 
 @functools.lru_cache(maxsize=16)
@@ -303,46 +298,44 @@ def _forward(apply):
     return jax.jit(lambda params, state, x: apply(params, state, x, False)[0])
 
 
-def predict_outputs(apply, params, state, images, batch_size: int = 512) -> np.ndarray:
-    """Evaluation-mode outputs (N, K) of images (N, H, W, C), in batches padded to one shape."""
-    data = images if isinstance(images, ArrayData) else ArrayData(features=images)
+def _outputs(apply, params, state, data: ArrayData, batch_size: int):
+    """(evaluation-mode outputs (n, K), labels or None) per batch of ``data`` in order."""
     forward = _forward(apply)
-    return np.concatenate([np.asarray(forward(params, state, x))[:n]
-                           for x, n, _ in data.padded_features(data.eval_batches(batch_size), batch_size)])
+    for x, n, labels in padded_batches(data.eval_batches(batch_size), batch_size, len(data)):
+        yield forward(params, state, jnp.asarray(x, jnp.float32))[:n], labels
+
+
+def predict_outputs(apply, params, state, images, batch_size: int = CNN_RECIPE["eval_batch_size"]) -> np.ndarray:
+    """Evaluation-mode outputs (N, K) of images (N, H, W, C), in batches padded to one shape."""
+    data = images if isinstance(images, ArrayData) else ArrayData(images)
+    return np.concatenate([np.asarray(out) for out, _ in _outputs(apply, params, state, data, batch_size)])
 
 
 def _evaluate(apply, params, state, data: ArrayData, config: CNNTrainConfig) -> dict:
-    out = predict_outputs(apply, params, state, data, config.eval_batch_size)
-    loss = loss_fn(jnp.asarray(out), jnp.asarray(data.labels), config.loss, config.label_smoothing)
-    return {"test_acc": float(np.mean(out.argmax(1) == data.labels)), "test_loss": float(loss)}
-
-
-def _fingerprint(config: CNNTrainConfig, model: dict, data: ArrayData) -> dict:
-    """What a checkpoint must match: the config less ``epochs`` (with the schedule's horizon), the
-    model description and the data's shape and label checksum; JSON-normalized."""
-    train = dataclasses.asdict(config)
-    train.pop("epochs")
-    train["schedule_epochs"] = config.horizon
-    return json.loads(json.dumps({"model": model, "train": train, "data": data.fingerprint()}))
+    """{"test_top1", "test_top5", "test_loss" (the training loss)} of a labelled set."""
+    scores = evaluation_scores(_outputs(apply, params, state, data, config.eval_batch_size),
+                               _evaluation_loss(config.loss, config.label_smoothing), len(data))
+    return {f"test_{k}": v for k, v in scores.items()}
 
 
 def train_cnn(init, apply, images, labels, config: CNNTrainConfig, *, eval_set=None, checkpoint_dir=None,
-              model_fingerprint: dict | None = None, progress: bool = False) -> CNNTrainResult:
+              model_fingerprint: dict | None = None, progress: bool = False) -> TrainResult:
     """Train ``(init, apply)`` (the module's interface) from scratch or resume, to ``config.epochs``.
 
     images: (N, H, W, C) floats, already preprocessed (:func:`preprocess`); labels: (N,) ints in
     [0, K), K the network's outputs. Epoch e: a permutation in batches of min(batch_size, N), the last
     incomplete one dropped, augmented as ``config`` says; params from ``jax.random.key(seed)``.
     eval_set: (images, labels) preprocessed the same way, scored after every epoch.
-    history: per epoch {"epoch", "lr" (at its last step), "loss", "train_acc" (training batches,
-    train mode), "seconds", "images_per_s" (training only; the first epoch of a call includes
-    compilation), and with eval_set "test_acc", "test_loss" (the training loss on eval_set)}.
+    history (the names of :func:`~tangentless.kernels._shared.training.train_loop`): per epoch
+    {"epoch", "lr" (at its last step), "loss", "train_top1" (training batches, train mode),
+    "seconds", "images_per_s" (training only; the first epoch of a call includes compilation), and
+    with eval_set "test_top1", "test_top5", "test_loss" (the training loss on eval_set)}. budget:
+    epochs, schedule_epochs, batch_size used, train_images, steps_per_epoch.
 
-    checkpoint_dir: ``checkpoint.npz`` written atomically after every epoch
-    (:func:`~tangentless.scattering.train.save_checkpoint`); a call finding one resumes from it, bit
-    for bit, when config (less ``epochs``; the schedule's horizon included), ``model_fingerprint``
-    (a JSON-able description of the network), data shape and labels match, and it has at most
-    ``epochs`` epochs; otherwise CheckpointError.
+    checkpoint_dir: ``checkpoint.npz`` written atomically after every epoch; a call finding one
+    resumes from it, bit for bit, when config (less ``epochs``; the schedule's horizon included),
+    ``model_fingerprint`` (a JSON-able description of the network), data shape and labels match,
+    and it has at most ``epochs`` epochs; otherwise CheckpointError.
     """
     images = images if hasattr(images, "dtype") else np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):
@@ -350,64 +343,41 @@ def train_cnn(init, apply, images, labels, config: CNNTrainConfig, *, eval_set=N
     params, state = init(jax.random.key(config.seed), tuple(images.shape[1:]))
     sample = jax.ShapeDtypeStruct((1,) + tuple(images.shape[1:]), jnp.float32)
     n_outputs = jax.eval_shape(lambda p, s, x: apply(p, s, x, False)[0], params, state, sample).shape[-1]
-    data = ArrayData(features=images, labels=labels, n_classes=n_outputs)
+    data = ArrayData(images, labels, n_outputs)
     if len(data) < 2:
         raise ValueError(f"need at least 2 training images; got {len(data)}")
-    eval_data = None if eval_set is None else ArrayData(features=eval_set[0], labels=eval_set[1],
-                                                       n_classes=n_outputs, label_name="eval_set labels")
+    eval_data = None if eval_set is None else ArrayData(eval_set[0], eval_set[1], n_outputs, "eval_set labels")
     batch = min(config.batch_size, len(data))
     steps = len(data) // batch
-    schedule = one_cycle(config.lr, config.horizon * steps, config.warmup)
-    optimizer, step = _training(apply, _step_settings(config))
-    opt_state = optimizer.init(params)
-    current = _fingerprint(config, model_fingerprint or {}, data)
-    ckpt = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / CHECKPOINT
-    history, start = [], 0
-    if ckpt is not None and ckpt.exists():
-        trees, meta = load_checkpoint(ckpt, {"params": params, "state": state, "opt_state": opt_state}, current)
-        if meta["epoch"] > config.epochs:
-            raise CheckpointError(f"checkpoint {ckpt} has {meta['epoch']} epochs, more than the "
-                                  f"{config.epochs} asked for")
-        params, state, opt_state = trees["params"], trees["state"], trees["opt_state"]
-        history, start = meta["history"], meta["epoch"]
+    optimizer, train_step = _training(apply, _step_settings(config))
 
-    for epoch in range(start, config.epochs):
-        tic = time.perf_counter()
-        records = []
-        batches = tqdm(train_batches(data, config, epoch, batch), total=steps, disable=not progress,
-                       desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
-        for i, (x, y) in enumerate(batches):
-            if records:   # one step in flight at most: queued steps would keep their batches alive
-                jax.block_until_ready(records[-1])
-            params, state, opt_state, metrics = step(params, state, opt_state, jnp.asarray(x, jnp.float32),
-                                                     jnp.asarray(y, jnp.int32),
-                                                     np.float32(schedule(epoch * steps + i)))
-            records.append(metrics)
-        entry = {"epoch": epoch + 1, "lr": schedule((epoch + 1) * steps - 1)}
-        entry.update(epoch_metrics(records))
-        seconds = time.perf_counter() - tic
-        entry.update(seconds=seconds, images_per_s=steps * batch / seconds)
-        if eval_data is not None:
-            entry.update(_evaluate(apply, params, state, eval_data, config))
-        history.append(entry)
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
-        if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(ckpt, {"params": params, "state": state, "opt_state": opt_state},
-                            {"epoch": epoch + 1, "history": history, "fingerprint": current})
+    def start(resuming: bool) -> dict:
+        return {"params": params, "state": state, "opt_state": optimizer.init(params)}
+
+    def step(trees, x, y, lr, index):
+        p, s, o, metrics = train_step(trees["params"], trees["state"], trees["opt_state"],
+                                      jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), lr)
+        return {"params": p, "state": s, "opt_state": o}, metrics
+
+    def end_of_epoch(trees) -> dict:
+        if eval_data is None:
+            return {}
+        return _evaluate(apply, trees["params"], trees["state"], eval_data, config)
+
+    train = dataclasses.asdict(config)
+    train.pop("epochs")
+    train["schedule_epochs"] = config.horizon
+    trees, history = train_loop(
+        start, step, lambda epoch: train_batches(data, config, epoch, batch), epochs=config.epochs,
+        steps_per_epoch=steps, batch_size=batch, schedule=one_cycle(config.lr, config.horizon * steps, config.warmup),
+        fingerprint=fingerprint(model=model_fingerprint or {}, train=train, data=data.fingerprint()),
+        checkpoint_dir=checkpoint_dir, end_of_epoch=end_of_epoch, progress=progress)
     budget = {"epochs": config.epochs, "schedule_epochs": config.horizon, "batch_size": batch,
               "train_images": len(data), "steps_per_epoch": steps}
-    return CNNTrainResult(params, state, history, budget)
+    return TrainResult(trees["params"], trees["state"], history, budget)
 
 
 # --- scikit-learn classifier -----------------------------------------------------------------------
-
-#: per family: width, batch_size, lr, loss (Myrtle: the paper's loss, lr for kernel_network's
-#: parameterization; ResNet-9: Page's recipe)
-ARCH_DEFAULTS = {"myrtle": {"width": 64, "batch_size": 128, "lr": 1.0, "loss": "mse"},
-                 "resnet9": {"width": 1.0, "batch_size": 512, "lr": 0.4, "loss": "xent"}}
-
 
 @functools.lru_cache(maxsize=16)
 def build_network(arch: str, width, num_outputs: int):
@@ -423,10 +393,16 @@ def build_network(arch: str, width, num_outputs: int):
 
 def preprocess(images: np.ndarray, stats: dict) -> np.ndarray:
     """uint8 images scaled to [0, 1] (floats kept), then (x - mean) / std per channel: float32."""
-    return standardize(to_float_images(images), stats).astype(np.float32)
+    return standardize(to_unit_range(images), stats).astype(np.float32)
 
 
-class CNNClassifier(ClassifierMixin, BaseEstimator):
+def _tree_templates(init, image_shape) -> dict:
+    """{"params", "state"} of ``init`` for images of ``image_shape`` as ShapeDtypeStructs (nothing computed)."""
+    params, state = jax.eval_shape(lambda key: init(key, tuple(image_shape)), jax.random.key(0))
+    return {"params": params, "state": state}
+
+
+class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """A CNN baseline as a scikit-learn classifier: a Myrtle network (:func:`kernel_network` of
     ``myrtle(depth, head="linear")``) or ResNet-9 (:func:`resnet9`), trained by :func:`train_cnn`.
 
@@ -438,8 +414,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     fit(X, y): X (n, H, W, C) uint8 (scaled to [0, 1]) or floats, y (n,) labels. Images are then
     standardized per channel with the training set's mean and std (``standardization_``). Myrtle
     needs H and W divisible by 4 (32x32 CIFAR; 8x8 digits: 8 -> 4 -> 2 -> global pool), ResNet-9
-    H, W >= 8. ``None`` settings take the family's default (:data:`ARCH_DEFAULTS`): Myrtle width 64
-    channels (the paper: 2048 for Myrtle10), batch 128, lr 1.0 (NTK units, see
+    H, W >= 8. ``None`` settings take the family's default (``CNN_ARCH_DEFAULTS`` of
+    :mod:`tangentless.kernels._shared.defaults`): Myrtle width 64 channels (the paper: 2048 for
+    Myrtle10), batch 128, lr 1.0 (NTK units, see
     :func:`kernel_network`), loss "mse" (to one-hot labels); ResNet-9 width 1.0 (channel
     multiplier), batch 512, lr 0.4, loss "xent" with label smoothing 0.2 (0 for mse).
     SGD Nesterov 0.9, ``weight_decay`` on the weights, one-cycle lr (20% warmup) over ``epochs``.
@@ -448,11 +425,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     data resumes from it. random_state seeds init, data order and augmentation.
 
     Attributes: classes_, params_, state_, history_ (per epoch), budget_ (what the run trained on),
-    standardization_ ({"mean", "std"} (C,)), image_shape_ (H, W, C).
+    standardization_ ({"mean", "std"} (C,)), image_shape_ (H, W, C). ``save(path)`` / ``load(path)``:
+    the fitted classifier as arrays + JSON (no pickle).
     """
 
-    def __init__(self, arch="resnet9", width=None, epochs=10, batch_size=None, lr=None, weight_decay=5e-4,
-                 loss=None, augment=True, random_state=0, checkpoint_dir=None, progress=False):
+    def __init__(self, arch="resnet9", width=None, epochs=CNN_RECIPE["epochs"], batch_size=None, lr=None,
+                 weight_decay=CNN_RECIPE["weight_decay"], loss=None, augment=CNN_RECIPE["augment"], random_state=0,
+                 checkpoint_dir=None, progress=False):
         self.arch = arch
         self.width = width
         self.epochs = epochs
@@ -471,7 +450,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return value
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}; got {self.arch!r}")
-        return ARCH_DEFAULTS["resnet9" if self.arch == "resnet9" else "myrtle"][name]
+        return CNN_ARCH_DEFAULTS["resnet9" if self.arch == "resnet9" else "myrtle"][name]
 
     def _network(self):
         return build_network(self.arch, self._setting("width"), len(self.classes_))
@@ -483,7 +462,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
-        images = validate_images(X)
+        images = validate_images(X, "X", dtype=None)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape {labels.shape}")
@@ -496,9 +475,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         loss = self._setting("loss")
         config = CNNTrainConfig(epochs=self.epochs, batch_size=self._setting("batch_size"), lr=self._setting("lr"),
                                 weight_decay=self.weight_decay, loss=loss,
-                                label_smoothing=0.2 if loss == "xent" else 0.0, augment=bool(self.augment),
+                                label_smoothing=CNN_RECIPE["label_smoothing"] if loss == "xent" else 0.0,
+                                augment=bool(self.augment),
                                 crop_padding=max(1, size // 8), cutout=max(1, size // 4), seed=self._seed())
-        self.standardization_ = fit_standardization(to_float_images(images))
+        self.standardization_ = fit_standardization(to_unit_range(images))
         result = train_cnn(init, apply, preprocess(images, self.standardization_), targets, config,
                            checkpoint_dir=self.checkpoint_dir, progress=self.progress,
                            model_fingerprint={"arch": self.arch, "width": self._setting("width")})
@@ -510,7 +490,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """(n, n_classes) network outputs (logits for xent, one-hot regressions for mse)."""
         check_is_fitted(self, "params_")
-        images = validate_images(X)
+        images = validate_images(X, "X", dtype=None)
         if images.shape[1:] != self.image_shape_:
             raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
                              f"{self.image_shape_}")
@@ -521,3 +501,28 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """(n,) predicted labels."""
         outputs = self.decision_function(X)
         return self.classes_[np.argmax(outputs, 1)]
+
+    # --- persistence (Persistent: save / load) ---
+
+    def _params_to_json(self) -> dict:
+        params = self.get_params(deep=False)
+        return dict(params, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir))
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta = {"history": self.history_, "budget": self.budget_, "image_shape": list(self.image_shape_)}
+        arrays = {"classes": np.asarray(self.classes_), "standardization_mean": self.standardization_["mean"],
+                  "standardization_std": self.standardization_["std"],
+                  **named_arrays({"params": self.params_, "state": self.state_})}
+        return meta, arrays
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.classes_ = arrays.pop("classes")
+        self.standardization_ = {"mean": arrays.pop("standardization_mean"),
+                                 "std": arrays.pop("standardization_std")}
+        self.history_, self.budget_ = meta["history"], meta["budget"]
+        self.image_shape_ = tuple(meta["image_shape"])
+        init, _ = self._network()
+        trees = trees_from_arrays(_tree_templates(init, self.image_shape_), arrays)
+        if arrays:
+            raise ValueError(f"entries the network lacks: {sorted(arrays)[:5]}")
+        self.params_, self.state_ = trees["params"], trees["state"]

@@ -74,7 +74,7 @@ def _train_and_test(config, train_config, features, labels, test_features, test_
     last = result.history[-1]
     return {"model": dataclasses.asdict(config), "train": dataclasses.asdict(train_config),
             "test_top1": scores["top1"], "test_top5": scores["top5"],
-            "train_top1_last_epoch": last["top1"], "fit_seconds": round(seconds, 1),
+            "train_top1_last_epoch": last["train_top1"], "fit_seconds": round(seconds, 1),
             "train_images_per_s_last_epoch": round(last["images_per_s"], 1),
             "history": result.history}
 

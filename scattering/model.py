@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..kernels._shared.batch_norm import batch_norm
 from ..kernels._shared.standardize import fit_standardization, standardize
 from . import sparse_coding
 
@@ -74,7 +75,7 @@ class ModelConfig:
         return p
 
 
-def project(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def projection_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Conv (B, h, w, K) -> (B, h, w, P) with kernel (k, k, K, P), k odd, reflect padding, no bias."""
     pad = (kernel.shape[0] - 1) // 2
     if pad:
@@ -86,19 +87,6 @@ def project(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """Each pixel's channel vector (..., C) divided by its L2 norm."""
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
-
-
-def batch_norm(x, params, stats, *, train: bool, momentum: float, eps: float):
-    """Per-channel batch norm of x (..., C) over all other axes -> (y, new_stats)."""
-    if train:
-        axes = tuple(range(x.ndim - 1))
-        mean, var = jnp.mean(x, axes), jnp.var(x, axes)
-        stats = {"mean": momentum * stats["mean"] + (1 - momentum) * mean,
-                 "var": momentum * stats["var"] + (1 - momentum) * var}
-    else:
-        mean, var = stats["mean"], stats["var"]
-    y = (x - mean) * jax.lax.rsqrt(var + eps)
-    return y * params["scale"] + params["offset"], stats
 
 
 def avg_pool(x: jax.Array, p: int) -> jax.Array:
@@ -162,7 +150,7 @@ def encode(params, state, features, config: ModelConfig, *, train: bool):
     """features (B, h, w, K) -> (codes (B, h, w, C) before batch norm, new state, diagnostics)."""
     x = standardize(features, state["standardize"])
     if config.projection is not None:
-        x = project(x, params["projection"]["kernel"])
+        x = projection_conv(x, params["projection"]["kernel"])
     x = l2_normalize(x)
     new_state, diagnostics = dict(state), {}
     if config.sparse:
@@ -194,16 +182,9 @@ def apply(params, state, features, config: ModelConfig, *, train: bool, rng=None
     return x, new_state, diagnostics
 
 
-def project_params(params, state, config: ModelConfig):
-    """Params back onto their constraint sets after an optimizer step (ISTC's :func:`project`)."""
+def project_onto_constraints(params, state, config: ModelConfig):
+    """Params back onto their constraint sets after an optimizer step (ISTC's
+    :func:`.sparse_coding.project_onto_constraints`); the other parameters are unconstrained."""
     if not config.sparse:
         return params
-    return dict(params, istc=sparse_coding.project(params["istc"], state["istc"], config.istc))
-
-
-def decay_mask(params):
-    """True on the leaves that get weight decay: the projection kernel, D, W and the head's
-    weights; not the head's biases, batch-norm scale/offset or log_lambda_star."""
-    decayed = {"kernel", "D", "W", "w"}
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: getattr(path[-1], "key", None) in decayed, params)
+    return dict(params, istc=sparse_coding.project_onto_constraints(params["istc"], state["istc"], config.istc))

@@ -19,11 +19,11 @@ largest |<d, x>| for unit atoms and unit x).
 
 lambda* (learned, stored as ``log_lambda_star``, no weight decay): kept in [lb, hi] with
 lb = ``lambda_star_min`` and hi = max(0.99 lambda_0, lb), so lb <= lambda* < lambda_0 whenever
-lambda_0 > lb / 0.99. Two mechanisms, as the reference code's in-place clamp: (1) :func:`project`,
-called after every optimizer step, writes the clipped value back into the parameters; (2) the
-forward clips again (against the lambda_0 it uses), passing gradients straight through, so the bound
-holds for any params, and a lambda* sitting on its lower bound (its default start, 0.05) still
-receives the gradient that lifts it.
+lambda_0 > lb / 0.99. Two mechanisms, as the reference code's in-place clamp: (1)
+:func:`project_onto_constraints`, called after every optimizer step, writes the clipped value
+back into the parameters; (2) the forward clips again (against the lambda_0 it uses), passing
+gradients straight through, so the bound holds for any params, and a lambda* sitting on its lower
+bound (its default start, 0.05) still receives the gradient that lifts it.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def apply(params, state, x: jax.Array, config: ISTCConfig, *, train: bool):
     return z, state, diag
 
 
-def project(params, state, config: ISTCConfig):
+def project_onto_constraints(params, state, config: ISTCConfig):
     """Params written back onto their constraint sets (after an optimizer step): unit-norm D,
     projected W, log_lambda_star clipped to its bounds for ``state``'s lambda_0."""
     d, w = dictionaries(params, config)

@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 from tangentless.benchmarks import cnn
 from tangentless.benchmarks.datasets import load_digits_images
 from tangentless.kernels import myrtle
-from tangentless.scattering.train import CheckpointError, ArrayData
+from tangentless.kernels._shared.training import ArrayData, CheckpointError
 
 RNG = np.random.default_rng(0)
 
@@ -160,7 +160,7 @@ def test_training_stream_against_numpy():
     images = RNG.normal(size=(10, 6, 6, 2)).astype(np.float32)
     labels = np.arange(10) % 3
     config = cnn.CNNTrainConfig(seed=4, crop_padding=2, cutout=3)
-    batches = list(cnn.train_batches(ArrayData(features=images, labels=labels, n_classes=3), config, 1, 4))
+    batches = list(cnn.train_batches(ArrayData(images, labels, 3), config, 1, 4))
     perm = np.random.default_rng([4, 1, 0]).permutation(10)
     crop_rng, cut_rng = np.random.default_rng([4, 1, 1]), np.random.default_rng([4, 1, 2])
     assert len(batches) == 2
@@ -172,7 +172,7 @@ def test_training_stream_against_numpy():
         np.testing.assert_array_equal(x, _cutout_reference(crops, cut_rng, 3))
         np.testing.assert_array_equal(y, labels[idx])
     plain = cnn.CNNTrainConfig(seed=4, augment=False)
-    x, _ = next(cnn.train_batches(ArrayData(features=images, labels=labels, n_classes=3), plain, 1, 4))
+    x, _ = next(cnn.train_batches(ArrayData(images, labels, 3), plain, 1, 4))
     np.testing.assert_array_equal(x, images[perm[:4]])
 
 
@@ -196,7 +196,7 @@ def test_resume_is_bit_identical_and_refuses_other_configs(digits, tmp_path):
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     assert resumed.budget == {"epochs": 3, "schedule_epochs": 3, "batch_size": 32, "train_images": 128,
                               "steps_per_epoch": 4}
-    assert set(resumed.history[-1]) == {"epoch", "lr", "loss", "train_acc", "seconds", "images_per_s"}
+    assert set(resumed.history[-1]) == {"epoch", "lr", "loss", "train_top1", "seconds", "images_per_s"}
     with pytest.raises(CheckpointError, match="train.lr"):
         _fit(digits, tmp_path, lr=0.3)
     with pytest.raises(CheckpointError, match="schedule_epochs"):   # the 3-epoch schedule, not a 4-epoch one

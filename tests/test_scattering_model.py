@@ -9,6 +9,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from tangentless.kernels._shared.training import decay_mask
 from tangentless.scattering import frontend, model, train
 from tangentless.scattering.estimators import SparseScatteringClassifier
 from tangentless.scattering.sparse_coding import ISTCConfig
@@ -48,7 +49,7 @@ def test_constant_channel_gets_unit_std():
 def test_reflect_padded_3x3_projection_brute_force():
     x = np.asarray(_features(2, 5, 6, 4), np.float64)
     kernel = RNG.normal(size=(3, 3, 4, 7))
-    got = np.asarray(model.project(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)))
+    got = np.asarray(model.projection_conv(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)))
 
     def reflect(i, n):            # index -1 -> 1, n -> n - 2: the edge is not repeated
         return -i if i < 0 else (2 * (n - 1) - i if i >= n else i)
@@ -117,7 +118,7 @@ def test_weight_decay_mask():
     config = model.ModelConfig(istc=ISTCConfig(dictionary_size=16, n_iter=2, tied=False),
                                n_classes=3, projection=8, head="mlp", hidden=4)
     params, _ = model.init(jax.random.key(0), config, (8, 8, 5))
-    mask = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(model.decay_mask(params))[0]}
+    mask = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]}
     decayed = {k for k, v in mask.items() if v}
     assert decayed == {"['projection']['kernel']", "['istc']['D']", "['istc']['W']",
                        "['head'][0]['w']", "['head'][1]['w']", "['head'][2]['w']"}
@@ -193,7 +194,7 @@ def test_resume_is_bit_for_bit_and_checkpoints_are_checked(tmp_path, cifar10_sub
 
     with pytest.raises(train.CheckpointError, match="different configuration.*train.lr"):
         _run(interrupted, 5, lr=0.1, images=images, labels=labels)
-    with pytest.raises(train.CheckpointError, match="labels_sha1"):
+    with pytest.raises(train.CheckpointError, match="labels_sha256"):
         _run(interrupted, 5, images=images, labels=labels[::-1].copy())
     ckpt = interrupted / train.CHECKPOINT
     ckpt.write_bytes(ckpt.read_bytes()[:1000])

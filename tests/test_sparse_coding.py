@@ -112,7 +112,7 @@ def test_lambda_star_bounds_hold_after_gradient_steps(layer, direction):
     @jax.jit
     def step(p):
         g = jax.grad(loss)(p)
-        return sc.project(jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, p, g), state, config)
+        return sc.project_onto_constraints(jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, p, g), state, config)
 
     g = jax.grad(loss)(params)["log_lambda_star"]
     assert float(g) != 0.0           # gradient through the clip even on the lower bound
@@ -140,7 +140,7 @@ def test_free_w_projection_and_unit_atoms():
     d, w = sc.dictionaries(params, config)
     np.testing.assert_allclose(np.linalg.norm(d, axis=0), 1, rtol=1e-6)
     np.testing.assert_allclose(np.diag(np.asarray(w).T @ np.asarray(d)), 1, rtol=1e-5)
-    projected = sc.project(params, state, config)
+    projected = sc.project_onto_constraints(params, state, config)
     np.testing.assert_allclose(projected["D"], d)
     np.testing.assert_allclose(sc.dictionaries(projected, config)[1], w, atol=1e-6)  # idempotent
 
