@@ -223,7 +223,7 @@ def _bench_small_data(args) -> int:
     config = small_data.SmallDataConfig(
         sizes=args.sizes, trials=args.trials[0] if len(args.trials) == 1 else args.trials,
         methods=args.methods, pool_size=args.pool_size, test_size=args.test_size, seed=args.seed,
-        params=_params(args, small_data.PARAMS))
+        params=_params(args, small_data.SMALL_DATA_PARAMS))
     try:
         config.check(int(max(train_y.max(), test_y.max())) + 1)
     except ValueError as err:
@@ -292,9 +292,9 @@ def _bench_imagenet(args) -> int:
 # --- the parser ----------------------------------------------------------------------------------
 
 def _set_help() -> str:
-    from .experiments.methods import DEFAULT_PARAMS
+    from ..kernels._shared.defaults import EXPERIMENT_PARAMS
 
-    names = "; ".join(f"{m}: {', '.join(p)}" for m, p in DEFAULT_PARAMS.items())
+    names = "; ".join(f"{m}: {', '.join(p)}" for m, p in EXPERIMENT_PARAMS.items())
     return ("change one method parameter, e.g. --set cnn.epochs=50 --set kernel.flip=false "
             f"(repeatable; values are JSON or text). Parameters: {names}")
 

@@ -219,7 +219,7 @@ def test_saved_models_predict_like_the_fitted_ones(tmp_path, digits, method):
     model = make_estimator(method, params, 60).fit(train_x[:60], train_y[:60])
     save_model(tmp_path / "m.npz", method, params, model)
     with np.load(tmp_path / "m.npz", allow_pickle=False) as saved:   # plain arrays only
-        assert json.loads(str(saved["config"]))["method"] == method
+        assert json.loads(str(saved["__record__"]))["params"]["method"] == method
     loaded_method, loaded_params, loaded = load_model(tmp_path / "m.npz")
     assert (loaded_method, loaded_params) == (method, params)
     np.testing.assert_array_equal(loaded.predict(test_x), model.predict(test_x))

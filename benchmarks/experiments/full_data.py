@@ -22,13 +22,19 @@ import pathlib
 import time
 
 import numpy as np
+import scipy.linalg
 from tqdm.auto import tqdm
 
+from ...kernels import ZCAWhitening
+from ...kernels._shared.defaults import FULL_DATA_BUDGET_SECONDS
+from ...kernels._shared.digest import sha256
+from ...scattering import scatter
+from ..datasets import balanced_subset
 from ..report import format_seconds, markdown_table, percent, plot_full_data, write_json
 from .gram_cache import pool_test_pairs
 from .methods import (METHODS, all_params, describe, kernel_spec, make_estimator,
                       network_epochs)
-from .store import ResultStore, checksum
+from .store import ResultStore
 
 NAME = "full_data"
 FULL_SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
@@ -40,7 +46,7 @@ class FullDataConfig:
     """budget_seconds: time allowed per method (fit + predict); methods: among ``METHODS``;
     test_size: a class-balanced subset of the test set (None: all of it); full: (train, test)
     sizes of the full data set for the projection; seed: subsets; params: per-method parameters."""
-    budget_seconds: float = 600.0
+    budget_seconds: float = FULL_DATA_BUDGET_SECONDS
     methods: tuple[str, ...] = METHODS
     test_size: int | None = None
     full: tuple[int, int] = FULL_SIZES["cifar10"]
@@ -56,8 +62,6 @@ def _timed(fn) -> float:
 
 def _eigh_seconds() -> float:
     """Seconds of one symmetric eigendecomposition of size :data:`EIGH_SIZE`."""
-    import scipy.linalg
-
     a = np.random.default_rng(0).standard_normal((EIGH_SIZE, EIGH_SIZE))
     k = a @ a.T
     scipy.linalg.eigh(k)   # warm-up
@@ -70,8 +74,6 @@ def measure_rates(method: str, params: dict, images: np.ndarray, labels: np.ndar
     {"images_per_second", "eigh_seconds"}, networks {"train_images_per_second",
     "predict_images_per_second"}."""
     if method == "kernel":
-        from tangentless.kernels import ZCAWhitening
-
         x = ZCAWhitening(bias=params["zca_bias"]).fit_transform(images[:48].astype(np.float32))
         spec, flip, a, b = kernel_spec(params), params["flip"], x[:16], x[16:48]
         spec.gram(a[:4], b[:4], flip=flip, progress=False)
@@ -79,8 +81,6 @@ def measure_rates(method: str, params: dict, images: np.ndarray, labels: np.ndar
         return {"pairs_per_second": len(a) * len(b) * (2 if flip else 1) / seconds,
                 "eigh_seconds": _eigh_seconds()}
     if method == "scattering":
-        from tangentless.scattering import scatter
-
         scatter(images[:8], J=params["J"], progress=False)
         seconds = _timed(lambda: scatter(images[:128], J=params["J"], progress=False))
         return {"images_per_second": min(128, len(images)) / seconds, "eigh_seconds": _eigh_seconds()}
@@ -123,8 +123,6 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
         progress: bool = True) -> dict:
     """Measure, size, train and test every method; write ``out/full_data.{json,md}``.
     Resumable per method."""
-    from ..datasets import balanced_subset
-
     out = pathlib.Path(out)
     if config.budget_seconds <= 0:
         raise ValueError(f"budget_seconds must be positive; got {config.budget_seconds}")
@@ -139,7 +137,7 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
               "methods": {m: describe(m, params[m]) for m in config.methods},
               "available_balanced_train": available, "test_size": len(test_index)}
     store = ResultStore(out / f"{NAME}.json", ("method",), header,
-                        checksum({"params": params, "seed": config.seed,
+                        sha256({"params": params, "seed": config.seed,
                                   "budget": config.budget_seconds}, train_images, train_labels,
                                  test_images, test_labels))
     for method in tqdm([m for m in config.methods if not store.done(method=m)],

@@ -18,9 +18,11 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...kernels._shared.digest import sha256
+from ..datasets import balanced_subset
 from ..report import markdown_table, percent, plot_robustness, write_json
 from .methods import METHODS, all_params, describe, make_estimator
-from .store import ResultStore, checksum
+from .store import ResultStore
 
 NAME = "generalization"
 IMAGENET_V2_FIT = {"b1": 0.923, "b0": -0.498,
@@ -89,8 +91,6 @@ def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.nda
     train, original, recollected: (images NHWC, labels (N,)); the images of all three share their
     (H, W, C). Resumable: a restart skips the (method, n) already evaluated.
     """
-    from ..datasets import balanced_subset
-
     out = pathlib.Path(out)
     if len(config.methods) * len(config.sizes) < 2 and config.fit is None:
         raise ValueError("fitting the logit line needs at least 2 models (methods x sizes); add "
@@ -100,7 +100,7 @@ def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.nda
               "methods": {m: describe(m, params[m]) for m in config.methods},
               "test_sizes": {"original": len(original[1]), "recollected": len(recollected[1])}}
     store = ResultStore(out / f"{NAME}.json", ("method", "n"), header,
-                        checksum({"params": params, "seed": config.seed}, *train, *original,
+                        sha256({"params": params, "seed": config.seed}, *train, *original,
                                  *recollected))
     jobs = [(m, n) for n in config.sizes for m in config.methods if not store.done(method=m, n=n)]
     for method, n in tqdm(jobs, desc="generalization models", disable=not progress):

@@ -7,6 +7,8 @@ import pathlib
 
 import numpy as np
 
+from ...kernels.store import GramStore
+
 
 def pool_test_pairs(pool: int, test: int, flip: bool) -> int:
     """Distinct kernel evaluations of K[pool + test, pool]: P (P + 1) / 2 + T P, twice with flips."""
@@ -32,8 +34,6 @@ def pool_test_gram(spec, pool: np.ndarray, test: np.ndarray, *, flip: bool, fold
     computed whole), their wall time (1 s resolution), and ``pairs_per_second`` = evaluations /
     seconds, or None where no run took a measurable time.
     """
-    from tangentless.kernels.store import GramStore
-
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     options = {"flip": flip, "progress": progress, "preprocessing": preprocessing}

@@ -13,7 +13,8 @@ Design (the kernel is the cost):
   its rows and columns. ZCA is fitted on the pool, a superset of every trial's training set, not
   on each trial's n images as in the paper: refitting per trial would change the whitened pixels
   and so the whole kernel matrix, i.e. one matrix per trial. The pool holds no test image.
-  ZCA bias 1e-2 instead of the paper's 1e-5 (:data:`PARAMS`): the paper fitted on 50,000 images,
+  ZCA bias 1e-2 instead of the paper's 1e-5 (``SMALL_DATA_PARAMS`` in
+  ``kernels._shared.defaults``): the paper fitted on 50,000 images,
   more than the 3,072 pixel dimensions; a pool of P < 3,072 images spans only P - 1 of them, and
   bias 1e-5 multiplies the test images' components outside that span by up to 1/sqrt(1e-5) ~ 316.
   Measured on the exact CIFAR subset (Myrtle5, no flips, n = 100, 150 test images, so +-4 points
@@ -36,15 +37,18 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...kernels import ZCAWhitening
+from ...kernels._shared.defaults import SMALL_DATA_PARAMS, SMALL_DATA_SIZES, SMALL_DATA_TRIALS
+from ...kernels._shared.digest import sha256
+from ...scattering import scatter
+from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
+from ...solvers import KernelRidgeClassifier
+from ..datasets import balanced_subset
 from ..report import accuracy_table, markdown_table, plot_accuracy_vs_n, summarize, write_json
 from .gram_cache import pool_test_gram, pool_test_pairs
-from .methods import (METHODS, all_params, describe, kernel_spec, make_estimator,
-                      rbf_kernel, scattering_rows, standardization)
-from .store import ResultStore, checksum
+from .methods import METHODS, all_params, describe, kernel_spec, make_estimator
+from .store import ResultStore
 
-DEFAULT_SIZES = (10, 20, 40, 80, 160, 320, 640, 1280)
-#: The experiment's changes to the method defaults (see the module docstring for why).
-PARAMS = {"kernel": {"zca_bias": 1e-2}}
 NAME = "small_data"
 
 
@@ -54,14 +58,14 @@ class SmallDataConfig:
     every n or one per n; methods: a subset of ``METHODS``; pool_size: images in the training pool
     (default max(sizes)); test_size: a class-balanced subset of the test set (None: all of it);
     seed: pool, test subset and trial subsets; params: per-method parameters (defaults:
-    :data:`PARAMS` over ``methods.DEFAULT_PARAMS``)."""
-    sizes: tuple[int, ...] = DEFAULT_SIZES
-    trials: int | tuple[int, ...] = 20
+    ``SMALL_DATA_PARAMS`` over ``EXPERIMENT_PARAMS``, both in ``kernels._shared.defaults``)."""
+    sizes: tuple[int, ...] = SMALL_DATA_SIZES
+    trials: int | tuple[int, ...] = SMALL_DATA_TRIALS
     methods: tuple[str, ...] = METHODS
     pool_size: int | None = None
     test_size: int | None = None
     seed: int = 0
-    params: dict = dataclasses.field(default_factory=lambda: all_params(PARAMS))
+    params: dict = dataclasses.field(default_factory=lambda: all_params(SMALL_DATA_PARAMS))
 
     def trials_for(self, n: int) -> int:
         if isinstance(self.trials, int):
@@ -94,12 +98,10 @@ def trial_seed(seed: int, trial: int) -> int:
 
 def _kernel_matrix(pool, test, params, out: pathlib.Path, progress: bool):
     """K[pool + test, pool] of the ZCA-whitened images (ZCA fitted on the pool) and its cost."""
-    from tangentless.kernels import ZCAWhitening
-
     pool = pool.astype(np.float32)
     zca = ZCAWhitening(bias=params["zca_bias"]).fit(pool)
     pool_w, test_w = zca.transform(pool), zca.transform(test.astype(np.float32))
-    key = checksum(params, pool_w, test_w)
+    key = sha256(params, pool_w, test_w)
     return pool_test_gram(kernel_spec(params), pool_w, test_w, flip=params["flip"],
                           folder=out / f"gram-{key}", progress=progress,
                           preprocessing={"zca_bias": params["zca_bias"], "zca_fitted_on": "pool"})
@@ -107,12 +109,9 @@ def _kernel_matrix(pool, test, params, out: pathlib.Path, progress: bool):
 
 def _scattering_matrix(pool, test, params, progress: bool) -> tuple[np.ndarray, dict]:
     """RBF kernel (P + T, P) of standardized scattering rows (statistics of the pool)."""
-    from tangentless.scattering import scatter
-
     tic = time.perf_counter()
     features = scatter(np.concatenate([pool, test]), J=params["J"], progress=progress)
-    mean, scale = standardization(features[:len(pool)])
-    rows = scattering_rows(features, mean, scale)
+    rows = scattering_rows(features, feature_standardization(features[:len(pool)]))
     k = rbf_kernel(rows, rows[:len(pool)])
     return k, {"seconds": round(time.perf_counter() - tic, 3)}
 
@@ -120,8 +119,6 @@ def _scattering_matrix(pool, test, params, progress: bool) -> tuple[np.ndarray, 
 def _ridge_trial(k: np.ndarray, pool_size: int, subset: np.ndarray, labels: np.ndarray,
                  test_labels: np.ndarray, alphas) -> dict:
     """Kernel ridge on rows/columns ``subset`` of the pool block; accuracy on the test rows."""
-    from tangentless.solvers import KernelRidgeClassifier
-
     ridge = KernelRidgeClassifier(alphas=tuple(alphas))
     ridge.fit(k[np.ix_(subset, subset)], labels[subset])
     accuracy = float(np.mean(ridge.predict(k[pool_size:, subset]) == test_labels))
@@ -136,8 +133,6 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     Images NHWC (uint8 or float), labels (N,) integers 0..C-1; ``data`` names the data set in
     the report.
     """
-    from ..datasets import balanced_subset
-
     out = pathlib.Path(out)
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -166,7 +161,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
         ],
     }
     store = ResultStore(out / f"{NAME}.json", ("method", "n", "trial"), header,
-                        checksum(resolved, train_images, train_labels, test_images, test_labels))
+                        sha256(resolved, train_images, train_labels, test_images, test_labels))
     store.payload["sessions"][-1]["request"] = {
         "sizes": list(config.sizes), "methods": list(config.methods),
         "trials": [config.trials_for(n) for n in config.sizes]}

@@ -2,30 +2,18 @@
 after every record, so that a restarted run skips what is done."""
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 
-import numpy as np
-
 from ..machine import describe_machine
 from ..report import write_json
-
-
-def checksum(config: dict, *arrays: np.ndarray) -> str:
-    """sha256 (16 hex digits) of a JSON-able config and the shapes, dtypes and bytes of arrays."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
 
 
 class ResultStore:
     """``path``: the JSON file; ``key``: the record fields that identify a unit of work (e.g.
     ("method", "n", "trial")); ``header``: fields stored once (experiment, config, ...).
 
+    ``checksum``: ``tangentless.kernels._shared.digest.sha256`` of the configuration and the data.
     An existing file with the same ``checksum`` is resumed: its records are kept and
     :meth:`done` reports them. One with another checksum raises ValueError (its results belong to
     another configuration or data set): choose another output folder or delete the file.

@@ -10,13 +10,30 @@ KERNEL_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-8, -1, 8
 #: ridge alphas searched for scattering features (RBF or linear kernels of standardized features)
 SCATTERING_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-6, 1, 8))
 
-# --- CNN baselines (tangentless.benchmarks.cnn) ------------------------------------------------------
-#: the training recipe, D. Page's ResNet-9 with 10 epochs: CNNTrainConfig's defaults
-CNN_RECIPE: dict = {"epochs": 10, "batch_size": 512, "lr": 0.4, "momentum": 0.9, "nesterov": True,
-                    "weight_decay": 5e-4, "warmup": 0.2, "loss": "xent", "label_smoothing": 0.2,
-                    "augment": True, "crop_padding": 4, "cutout": 8, "eval_batch_size": 512}
-#: CNNClassifier's per-family settings: width, batch_size, lr, loss (Myrtle: the paper's loss, lr for
-#: kernel_network's NTK parameterization; ResNet-9: Page's recipe)
-CNN_ARCH_DEFAULTS: dict = {"myrtle": {"width": 64, "batch_size": 128, "lr": 1.0, "loss": "mse"},
-                           "resnet9": {"width": 1.0, "batch_size": CNN_RECIPE["batch_size"],
-                                       "lr": CNN_RECIPE["lr"], "loss": CNN_RECIPE["loss"]}}
+# --- experiments (tangentless.benchmarks.experiments and the tangentless command) ------------------
+#: each method's parameters in the experiments; every reduced budget is a field, so every report
+#: states it (why these values: tangentless.benchmarks.experiments.methods). The networks' budgets
+#: are CPU budgets: ``epochs`` passes over the training set, at least ``min_steps`` SGD steps.
+EXPERIMENT_PARAMS: dict = {
+    "kernel": {"arch": "myrtle5", "flip": True, "zca_bias": 1e-5, "alphas": list(KERNEL_ALPHAS)},
+    "scattering": {"J": 2, "alphas": list(SCATTERING_ALPHAS)},
+    "cnn": {"arch": "myrtle5", "width": 32, "epochs": 30, "min_steps": 100, "batch_size": 32,
+            "lr": 1.0, "loss": "mse", "augment": True},
+    "resnet": {"arch": "resnet9", "width": 0.125, "epochs": 30, "min_steps": 100, "batch_size": 32,
+               "lr": 0.1, "loss": "xent", "augment": True},
+}
+#: the small-data experiment: training-set sizes, trials per size, and its changes to
+#: EXPERIMENT_PARAMS (ZCA bias for pools smaller than the pixel dimension: see small_data)
+SMALL_DATA_SIZES: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640, 1280)
+SMALL_DATA_TRIALS = 20
+SMALL_DATA_PARAMS: dict = {"kernel": {"zca_bias": 1e-2}}
+#: the full-data experiment's time budget per method (fit + predict), seconds
+FULL_DATA_BUDGET_SECONDS = 600.0
+#: the quickstart: 600 class-balanced training and 600 class-balanced test digits
+QUICKSTART: dict = {
+    "train": 600, "test": 600, "seed": 0, "methods": ("kernel", "scattering", "cnn", "resnet"),
+    "params": {"kernel": {"flip": False},   # mirror images of digits are not digits
+               "scattering": {"J": 1},      # 8x8 images: J=2 would leave 2x2 maps
+               "cnn": {"augment": False, "epochs": 20},
+               "resnet": {"augment": False, "epochs": 20}},
+}
