@@ -1,14 +1,13 @@
 """On-disk cache of computed features, keyed by a configuration and a checksum of the input.
 
 One ``.npz`` file per entry, named by the SHA-256 of the configuration (a JSON-able dict) and of
-the input's bytes, holding the array, the SHA-256 of its bytes and the configuration. Writes go to
-a temporary file in the same folder, then ``os.replace`` (atomic): an interrupted write leaves no
-entry. An entry that cannot be read, or whose array or configuration does not match its stored
+the input (dtype, shape and bytes), holding the array, its SHA-256 and the configuration. Writes
+go to a temporary file in the same folder, then ``os.replace`` (atomic): an interrupted write
+leaves no entry. An entry that cannot be read, or whose array or configuration does not match its stored
 checksum, is recomputed with a warning and never returned.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 import warnings
@@ -16,14 +15,11 @@ import zipfile
 from typing import Callable
 
 import numpy as np
+
 from ..kernels._shared.atomic import atomic_write
+from ..kernels._shared.digest import array_sha256, sha256
 
-__all__ = ["array_digest", "cache_path", "cached", "load", "save"]
-
-
-def array_digest(a: np.ndarray) -> str:
-    """SHA-256 (hex) of an array's bytes in C order (shape and dtype not included)."""
-    return hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()
+__all__ = ["cache_path", "cached", "load", "save"]
 
 
 def _config_json(config: dict) -> str:
@@ -31,9 +27,8 @@ def _config_json(config: dict) -> str:
 
 
 def cache_path(cache_dir, config: dict, data: np.ndarray) -> pathlib.Path:
-    """The entry for ``config`` (which should name data's shape and dtype) and data's bytes."""
-    key = _config_json({"config": config, "input_sha256": array_digest(data)})
-    return pathlib.Path(cache_dir).expanduser() / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.npz"
+    """The entry for ``config`` and ``data`` (its dtype, shape and bytes): ``<SHA-256>.npz``."""
+    return pathlib.Path(cache_dir).expanduser() / f"{sha256(config, data)}.npz"
 
 
 class CorruptEntry(Exception):
@@ -47,7 +42,7 @@ def load(path: pathlib.Path, config: dict) -> np.ndarray:
             array, digest, stored = f["array"], str(f["sha256"]), str(f["config"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise CorruptEntry(f"cannot read it ({type(err).__name__}: {err})") from None
-    if array_digest(array) != digest:
+    if array_sha256(array) != digest:
         raise CorruptEntry("the stored array does not match its checksum")
     if stored != _config_json(config):
         raise CorruptEntry("it holds another configuration")
@@ -56,7 +51,7 @@ def load(path: pathlib.Path, config: dict) -> np.ndarray:
 
 def save(path: pathlib.Path, array: np.ndarray, config: dict) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then os.replace."""
-    atomic_write(path, lambda f: np.savez(f, array=array, sha256=np.array(array_digest(array)),
+    atomic_write(path, lambda f: np.savez(f, array=array, sha256=np.array(array_sha256(array)),
                                           config=np.array(_config_json(config))), fsync=True)
 
 

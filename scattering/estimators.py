@@ -1,6 +1,9 @@
 """Images in, labels out: scattering -> projection -> ISTC sparse coding -> classifier, trained by SGD."""
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
@@ -8,15 +11,17 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ..kernels._shared.images import validate_images
+from ..kernels._shared.persist import Persistent
+from ..kernels._shared.training import named_arrays, trees_from_arrays
 from . import frontend, model, sparse_coding, train
 
 
-def check_image_input(X, name: str = "X") -> np.ndarray:
-    """Validated NHWC images, uint8 kept as uint8 (scaled later), anything else as float32."""
-    return validate_images(X, name, "uint8" if getattr(X, "dtype", None) == np.uint8 else "float32")
+def _model_config(fields: dict) -> model.ModelConfig:
+    """The :class:`model.ModelConfig` of ``dataclasses.asdict(config)`` (read back from JSON)."""
+    return model.ModelConfig(**dict(fields, istc=sparse_coding.ISTCConfig(**fields["istc"])))
 
 
-class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
+class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """The sparse scattering network of Zarka et al. (ICLR 2020) as a scikit-learn classifier.
 
     fit(X, y): X (n, H, W, C) images (uint8 scaled to [0, 1], or floats), y (n,) labels.
@@ -35,7 +40,8 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
     seeds initialization, data order, augmentation and dropout.
 
     Attributes: classes_, config_ (:class:`model.ModelConfig`), params_, state_, history_ (per-epoch
-    metrics), image_shape_ (H, W, C).
+    metrics), budget_ (what the run trained on), image_shape_ (H, W, C), feature_shape_ (h, w, K).
+    ``save(path)`` / ``load(path)``: the fitted classifier as arrays + JSON (no pickle).
     """
 
     def __init__(self, J=2, L=8, max_order=2, phase=False, projection=256, kernel_size=1,
@@ -82,7 +88,7 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
-        images = check_image_input(X)
+        images = validate_images(X, "X", dtype=None)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape "
@@ -104,18 +110,23 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
         if self.augment:
             fn = frontend.scattering_fn(images.shape[1:], self.J, self.L, self.max_order, self.phase)
             data = {"images": images, "feature_fn": fn}
+            sample = jax.ShapeDtypeStruct((1,) + images.shape[1:], np.float32)
+            feature_shape = jax.eval_shape(fn, sample).shape[1:]
         else:
             data = {"features": self._features(images)}
+            feature_shape = data["features"].shape[1:]
         result = train.fit(self.config_, config, targets, checkpoint_dir=self.checkpoint_dir,
                            progress=self.progress, **data)
-        self.params_, self.state_, self.history_ = result.params, result.state, result.history
+        self.params_, self.state_, self.history_, self.budget_ = (result.params, result.state, result.history,
+                                                                  result.budget)
         self.image_shape_ = images.shape[1:]
+        self.feature_shape_ = tuple(int(d) for d in feature_shape)
         return self
 
     def decision_function(self, X) -> np.ndarray:
         """(n, n_classes) logits."""
         check_is_fitted(self, "params_")
-        images = check_image_input(X)
+        images = validate_images(X, "X", dtype=None)
         if images.shape[1:] != self.image_shape_:
             raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
                              f"{self.image_shape_}")
@@ -131,3 +142,28 @@ class SparseScatteringClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """(n,) predicted labels."""
         return self.classes_[np.argmax(self.decision_function(X), 1)]
+
+    # --- persistence (Persistent: save / load) ---
+
+    def _params_to_json(self) -> dict:
+        params = self.get_params(deep=False)
+        return dict(params, **{name: None if params[name] is None else str(params[name])
+                               for name in ("cache_dir", "checkpoint_dir")})
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta = {"config": dataclasses.asdict(self.config_), "history": self.history_, "budget": self.budget_,
+                "image_shape": list(self.image_shape_), "feature_shape": list(self.feature_shape_)}
+        return meta, {"classes": np.asarray(self.classes_),
+                      **named_arrays({"params": self.params_, "state": self.state_})}
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.classes_ = arrays.pop("classes")
+        self.config_ = _model_config(meta["config"])
+        self.history_, self.budget_ = meta["history"], meta["budget"]
+        self.image_shape_, self.feature_shape_ = tuple(meta["image_shape"]), tuple(meta["feature_shape"])
+        params, state = jax.eval_shape(lambda key: model.init(key, self.config_, self.feature_shape_),
+                                       jax.random.key(0))
+        trees = trees_from_arrays({"params": params, "state": state}, arrays)
+        if arrays:
+            raise ValueError(f"entries the model lacks: {sorted(arrays)[:5]}")
+        self.params_, self.state_ = trees["params"], trees["state"]

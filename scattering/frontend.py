@@ -27,7 +27,7 @@ import numpy as np
 from kymatio.scattering2d.frontend.jax_frontend import ScatteringJax2D
 from tqdm.auto import tqdm
 
-from ..kernels._shared.images import validate_images
+from ..kernels._shared.images import to_unit_range, validate_images
 from . import cache
 from .phase import Filters, phase_scattering
 
@@ -180,7 +180,7 @@ def scatter(images, J: int, L: int = 8, max_order: int = 2, phase: bool = False,
     input bytes (see :mod:`.cache`).
     """
     check_config(J, L, max_order)
-    x = validate_images(images, "images")
+    x = to_unit_range(validate_images(images, "images", dtype=None))
     raw = np.asarray(images)
     _, height, width, channels = x.shape
     check_spatial(height, width, J)
@@ -189,8 +189,6 @@ def scatter(images, J: int, L: int = 8, max_order: int = 2, phase: bool = False,
     elif (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
           or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if raw.dtype == np.uint8:
-        x /= 255.0
     fn = _scattering_fn(height, width, channels, J, L, max_order, bool(phase))
 
     def compute():
