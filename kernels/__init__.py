@@ -1,9 +1,10 @@
 """Compositional convolutional kernels: layer algebra, Myrtle architectures, ZCA and the Gram engine.
 
-Gram engine modules, each importing only those above it: ``layout`` (block layout, numpy only),
-``backend`` (the compute-backend protocol and registry), ``executors`` (in-process blocks),
-``engine`` (orchestration), ``jax_backend`` and ``cuda`` (the compute backends), ``store`` (Zarr
-sink) and ``distributed`` (Dask executor), and ``gram`` (the :func:`gram` front door).
+Gram engine modules (imports run one way, see docs/scaling.md): ``layout`` (block layout, numpy
+only) and ``backend`` (the compute-backend protocol and registry) are leaves; ``executors``
+(in-process blocks) and ``engine`` (orchestration) build on the layout; ``jax_backend`` and
+``cuda`` are the compute backends, ``store`` the Zarr sink and ``distributed`` the Dask executor;
+``gram`` is the :func:`gram` front door, which ``layers`` imports for ``Layer.gram``.
 """
 from ._shared.images import validate_images
 from .architectures import myrtle

@@ -65,8 +65,10 @@ _REGISTRY: dict[str, _Entry] = {}
 
 def register_backend(name: str, factory: type, *, available: Callable[[], bool] = lambda: True,
                      priority: int = 0) -> None:
-    """Make ``backend=name`` build ``factory()``. The default backend (``backend=None``) is the
-    available one of highest ``priority``; ``available()`` says whether it can run here."""
+    """Make ``backend=name`` build ``factory()`` (the backend's class, called without arguments;
+    its objects are then recorded and sent to Dask workers by ``name``). The default backend
+    (``backend=None``) is the available one of highest ``priority``; ``available()`` says whether
+    it can run here."""
     _REGISTRY[name] = _Entry(factory, available, priority)
 
 

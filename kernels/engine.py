@@ -9,15 +9,17 @@ It imports none of those parts' implementations and knows nothing of layer seman
 
     from tangentless.kernels.engine import MemorySink, compute
     from tangentless.kernels.executors import InProcess
+    from tangentless.kernels.gram import prepare_images
     from tangentless.kernels.jax_backend import JaxBackend
     from tangentless.kernels.layout import BlockLayout
 
-    layout = BlockLayout.split(len(x), len(x), block_size=64, symmetric=True, flip=False)
-    k = compute(spec, x, x, layout=layout, backend=JaxBackend(), executor=InProcess(),
+    x, y = prepare_images(spec, images)  # validated, in spec.input_dtype; y is x: K(x, x)
+    layout = BlockLayout.split(len(x), len(y), block_size=64, symmetric=True, flip=False)
+    k = compute(spec, x, y, layout=layout, backend=JaxBackend(), executor=InProcess(),
                 sink=MemorySink(layout))
 
-(x: validated float32 images, or float64 where ``spec.input_dtype`` says so; y is x for the
-symmetric K(x, x).)
+Any object with the methods of :class:`~.executors.Executor` or :class:`Sink` can stand in for
+the built-in ones (e.g. a sink that streams blocks to another format).
 """
 from __future__ import annotations
 
