@@ -12,6 +12,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 
+class NegativeCurvature(ValueError):
+    """CG met p^T A p <= 0: A is not positive definite. ``rayleigh``: the smallest
+    p^T A p / p^T p among the directions of that iteration (an upper bound on A's smallest
+    eigenvalue)."""
+
+    def __init__(self, message: str, rayleigh: float):
+        super().__init__(message)
+        self.rayleigh = rayleigh
+
+
 def _column_scales(y: np.ndarray) -> np.ndarray:
     """Column norms of Y (n, c), with 1 for zero columns (their residual is then absolute)."""
     norms = np.linalg.norm(y, axis=0)
@@ -28,7 +38,8 @@ def batched_cg(matvec: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
     precondition: (n, k) -> P^-1 @ (n, k), or None. Column j stops when its recursively updated
     residual ||r_j|| / ||y_j|| <= tol. ``desc`` names the solver in errors and the progress bar.
     Returns x (n, c), iterations, residual norms (iterations + 1, c) (frozen once a column
-    converged), converged (c,) bool. ValueError if p^T A p <= 0 (A is not positive definite).
+    converged), converged (c,) bool. NegativeCurvature (a ValueError) if p^T A p <= 0 (A is not positive
+    definite).
     """
     scale = _column_scales(y)
     x = np.zeros_like(y)
@@ -45,8 +56,10 @@ def batched_cg(matvec: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
             q = matvec(p[:, cols])
             curvature = np.einsum("ij,ij->j", p[:, cols], q)
             if not (curvature > 0).all():
-                raise ValueError(f"{desc}: K + alpha I is not positive definite "
-                                 "(p^T A p <= 0); K is not PSD or alpha is 0")
+                rayleigh = curvature / np.einsum("ij,ij->j", p[:, cols], p[:, cols])
+                raise NegativeCurvature(f"{desc}: K + alpha I is not positive definite "
+                                        "(p^T A p <= 0); K is not PSD or alpha is 0",
+                                        float(rayleigh.min()))
             step = rz[cols] / curvature
             x[:, cols] += step * p[:, cols]
             r[:, cols] -= step * q

@@ -6,6 +6,12 @@ store written by ``gram(..., store="k.zarr")``) or a callable
 ``lambda r, c: spec.gram(x[r], x[c], progress=False)``). The solvers only ever ask it for row blocks
 (or row blocks of a few columns), so the full matrix never has to be in memory. Every block is
 returned as float64 and checked for its shape and for NaN/inf on the way out.
+
+A source carries the PSD tolerance of its kernel (``psd_rtol``, see ``tangentless.solvers._psd``):
+a Gram store's ``attrs["tangentless"]["psd_rtol"]`` where it records one, else that of its
+storage dtype. Zarr arrays are read one chunk at a time, so a corrupted chunk fails alone, by
+name, and leaves no pending reads behind; NaN in a Zarr array (the fill value of a Gram store's
+unwritten chunks) is reported as unfinished blocks to resume.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import os
 from typing import Callable
 
 import numpy as np
+
+from ._psd import check_psd_rtol, psd_tolerance, stored_psd_rtol
 
 __all__ = ["BlockSource", "as_block_source", "row_blocks"]
 
@@ -58,16 +66,45 @@ class BlockSource:
 
     ``rows`` and ``cols`` passed to ``read`` are step-1 slices or 1-D int64 index arrays.
     ``in_memory``: the whole matrix already sits in host memory (a numpy array, not a memmap), so
-    a device may copy it once instead of block by block.
+    a device may copy it once instead of block by block. ``dtype``: the storage dtype (for a
+    callable: that of the first block read). ``psd_rtol``: the kernel's PSD tolerance, given or
+    from ``dtype``. ``gram_store``: the path of the Gram store the source reads, whose NaN entries
+    are unwritten chunks (None: NaN is reported as NaN).
     """
 
     def __init__(self, read: Callable[[Index, Index], np.ndarray], shape: tuple[int, int],
                  name: str = "K", diagonal: Callable[[], np.ndarray] | None = None,
-                 in_memory: bool = False):
+                 in_memory: bool = False, dtype=None, psd_rtol: float | None = None,
+                 gram_store: str | None = None, chunks: tuple[int, int] | None = None):
         self._read, self._diagonal = read, diagonal
         self.shape = (int(shape[0]), int(shape[1]))
         self.name = name
         self.in_memory = in_memory
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self._psd_rtol = None if psd_rtol is None else check_psd_rtol(psd_rtol)
+        self.gram_store, self._chunks = gram_store, chunks
+
+    @property
+    def psd_rtol(self) -> float:
+        """Relative PSD tolerance of the kernel: as given, else ``psd_tolerance(dtype)``."""
+        if self._psd_rtol is not None:
+            return self._psd_rtol
+        return psd_tolerance(np.float64 if self.dtype is None else self.dtype)
+
+    def _non_finite_error(self, where: str, arr: np.ndarray, rows: Index, cols: Index) -> str:
+        """The message for a block ``arr`` = K[rows, cols] holding NaN or inf."""
+        bad = ~np.isfinite(arr)
+        i, j = np.argwhere(bad)[0]
+        if self.gram_store is None or not np.isnan(arr).any():
+            return (f"block {where} contains {int(bad.sum())} NaN or inf entries "
+                    f"(first at local row {i}, column {j})")
+        i, j = np.argwhere(np.isnan(arr))[0]
+        row = (range(self.shape[0])[rows] if isinstance(rows, slice) else rows)[i]
+        col = (range(self.shape[1])[cols] if isinstance(cols, slice) else cols)[j]
+        chunk = f"chunk ({row // self._chunks[0]}, {col // self._chunks[1]})"
+        return (f"block {where} reads unfinished blocks of the Gram store {self.gram_store} "
+                f"(NaN, its fill value, first at K[{row}, {col}], {chunk}): resume the gram run "
+                f"(rerun the same gram call / `tangentless gram --out {self.gram_store}`)")
 
     def block(self, rows, cols, *, keep_float32: bool = False) -> np.ndarray:
         """K[rows, cols] as a (len(rows), len(cols)) float64 array; ValueError on NaN/inf.
@@ -85,14 +122,13 @@ class BlockSource:
             raise ValueError(f"block {where} has shape {arr.shape}; expected {expected}")
         if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise ValueError(f"block {where} must hold real numbers; got dtype {arr.dtype}")
+        if self.dtype is None:
+            self.dtype = arr.dtype
         if not (keep_float32 and arr.dtype == np.float32):
             arr = arr.astype(np.float64, copy=False)
         if not np.isfinite(arr.sum()):  # cheap test first; a sum can also overflow, so confirm
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                i, j = np.argwhere(bad)[0]
-                raise ValueError(f"block {where} contains {int(bad.sum())} NaN or inf entries "
-                                 f"(first at local row {i}, column {j})")
+            if not np.isfinite(arr).all():
+                raise ValueError(self._non_finite_error(where, arr, rows, cols))
         return arr
 
     def rows(self, rows, *, keep_float32: bool = False) -> np.ndarray:
@@ -144,15 +180,61 @@ def _numpy_source(arr: np.ndarray, name: str) -> BlockSource:
         whole = isinstance(cols, slice) and cols == slice(0, arr.shape[1])
         return block if whole else block[:, cols]
     return BlockSource(read, _array_shape(arr, name), name, diagonal=lambda: np.diagonal(arr),
-                       in_memory=not _is_memory_mapped(arr))
+                       in_memory=not _is_memory_mapped(arr), dtype=arr.dtype)
+
+
+def _chunk_bands(index: Index, n: int, chunk: int) -> list[tuple[np.ndarray, Index]]:
+    """``index`` into an axis of length n split by chunks of ``chunk``: (positions in the
+    result, the part of ``index`` inside one chunk) for each chunk it touches."""
+    if isinstance(index, slice):
+        start, stop = index.start, index.stop
+        return [(np.arange(lo - start, min(stop, lo - lo % chunk + chunk) - start),
+                 slice(lo, min(stop, lo - lo % chunk + chunk)))
+                for lo in [start] + list(range(start - start % chunk + chunk, stop, chunk))
+                if lo < stop]
+    band = index // chunk
+    return [(np.flatnonzero(band == b), index[band == b]) for b in np.unique(band)]
+
+
+def _store_name(arr) -> str:
+    """The path (or URL) of the Zarr array ``arr``."""
+    root = getattr(getattr(arr, "store", None), "root", None)
+    if root is None:
+        return str(getattr(arr, "store_path", arr))
+    path = getattr(arr, "path", "")
+    return os.path.join(str(root), path) if path else str(root)
 
 
 def _zarr_source(arr, name: str) -> BlockSource:
+    """A source on the Zarr array ``arr``, read one chunk per call.
+
+    Reading a block chunk by chunk costs one call per chunk (a Gram store's chunks are large)
+    and means a failing chunk, e.g. one whose checksum does not match, stops the read with
+    nothing else pending: a read of many chunks at once leaves zarr's other chunk tasks pending
+    when one fails, and Python prints thousands of "Task was destroyed" lines at exit.
+    """
+    chunks = tuple(int(c) for c in arr.chunks)
+    store = _store_name(arr)
+
+    def read(rows, cols):
+        out = np.empty((_length(rows, arr.shape[0]), _length(cols, arr.shape[1])), arr.dtype)
+        for out_rows, chunk_rows in _chunk_bands(rows, arr.shape[0], chunks[0]):
+            for out_cols, chunk_cols in _chunk_bands(cols, arr.shape[1], chunks[1]):
+                try:
+                    out[np.ix_(out_rows, out_cols)] = arr.oindex[chunk_rows, chunk_cols]
+                except (ValueError, OSError) as err:
+                    first = (chunk_rows.start if isinstance(chunk_rows, slice) else chunk_rows[0],
+                             chunk_cols.start if isinstance(chunk_cols, slice) else chunk_cols[0])
+                    raise ValueError(f"chunk ({first[0] // chunks[0]}, {first[1] // chunks[1]}) "
+                                     f"of {store} could not be read: {err}") from err
+        return out
+
     def diagonal():
-        idx = np.arange(arr.shape[0])
-        return arr.vindex[idx, idx]
-    return BlockSource(lambda rows, cols: arr.oindex[rows, cols], _array_shape(arr, name), name,
-                       diagonal=diagonal)
+        n = min(arr.shape)
+        return np.concatenate([np.diagonal(read(b, b)) for b in row_blocks(n, chunks[0])])
+
+    return BlockSource(read, _array_shape(arr, name), name, diagonal=diagonal, dtype=arr.dtype,
+                       psd_rtol=stored_psd_rtol(arr), gram_store=store, chunks=chunks)
 
 
 def as_block_source(obj, *, shape: tuple[int, int] | None = None, square: bool = True,

@@ -8,20 +8,14 @@ import numpy as np
 
 from ._backend import use_backend
 from ._checks import check_alpha, check_kernel, check_symmetric, check_targets
+from ._psd import (NotPositiveDefiniteError, indefiniteness_report, psd_advice, resolve_psd_rtol,
+                   within_tolerance)
 
-
-class NotPositiveDefiniteError(ValueError):
-    """A kernel system matrix that is not (numerically) positive definite."""
+__all__ = ["JitterWarning", "NotPositiveDefiniteError", "solve_cholesky"]
 
 
 class JitterWarning(RuntimeWarning):
     """Jitter was added to the diagonal to make a Cholesky factorization succeed."""
-
-
-def indefiniteness_report(what: str, lo: float, hi: float) -> str:
-    """A message saying how far a matrix with extreme eigenvalues ``lo``, ``hi`` is from PSD."""
-    ratio = f" = {lo / hi:.2e} x the largest ({hi:.3e})" if hi > 0 else f", largest {hi:.3e}"
-    return f"{what} is not positive definite: its smallest eigenvalue is {lo:.3e}{ratio}"
 
 
 def _shift_into(work: np.ndarray, k: np.ndarray, shift: float) -> np.ndarray:
@@ -64,19 +58,40 @@ def _jittered_factor(ops, shifted, mean_diagonal: float, alpha: float, max_jitte
     return None
 
 
+def _not_positive_definite(alpha: float, lo: float, hi: float, psd_rtol: float, jitter: bool,
+                           max_jitter: float) -> NotPositiveDefiniteError:
+    """The error for K + alpha I whose K has extreme eigenvalues ``lo``, ``hi``."""
+    report = indefiniteness_report(f"K + alpha I (alpha={alpha:.3g})", lo + alpha, hi + alpha)
+    if jitter:
+        advice = f"jitter up to {max_jitter:g} x the mean diagonal did not help"
+    elif within_tolerance(lo, hi, psd_rtol):
+        advice = (f"K is PSD within psd_rtol={psd_rtol:g} but singular: use alpha > 0, or "
+                  "jitter=True")
+    else:
+        advice = f"K's smallest eigenvalue is {lo / hi:.2e} x its largest, " + psd_advice(
+            psd_rtol, jitter=True)
+    return NotPositiveDefiniteError(f"{report}; {advice}")
+
+
 def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-2,
-                   backend: str | None = None) -> np.ndarray:
+                   psd_rtol: float | None = None, backend: str | None = None) -> np.ndarray:
     """Solve (K + alpha I) coef = Y; K (n, n) symmetric, Y (n,) or (n, c) -> coef (n, c) float64.
 
-    If the matrix is not positive definite, raises ``NotPositiveDefiniteError`` stating its
-    smallest eigenvalue relative to its largest. With ``jitter=True`` it instead retries with
-    jitter 1e-10, 1e-8, ... up to ``max_jitter`` times the mean diagonal of K added to the
+    If K + alpha I is not positive definite but K is PSD up to rounding (its smallest eigenvalue
+    >= -psd_rtol x its largest; see ``tangentless.solvers._psd``) and alpha > 0, it solves
+    (K + (alpha + psd_rtol x largest) I) coef = Y instead, silently: that jitter is below the
+    kernel's own rounding. ``psd_rtol`` defaults to K's storage precision (1e-8 for float64, 1e-5
+    for float32, or what a Gram store records); pass 1e-5 for a kernel computed in float32 and
+    stored as float64. Otherwise raises ``NotPositiveDefiniteError`` stating the smallest
+    eigenvalue relative to the largest and what to do. With ``jitter=True`` it instead retries
+    with jitter 1e-10, 1e-8, ... up to ``max_jitter`` times the mean diagonal of K added to the
     diagonal, and warns (``JitterWarning``) with the jitter that was used.
 
     backend: "scipy" (LAPACK on the host: one (n, n) float64 workspace besides K, which the
     factorization overwrites), "jax" (float64 on JAX's default device, a GPU where present: K
     plus two (n, n) float64 arrays there) or None (``default_backend()``).
     """
+    psd_rtol = resolve_psd_rtol(psd_rtol, K)
     k = check_kernel(K)
     check_symmetric(k)
     y = check_targets(Y, k.shape[0])
@@ -86,12 +101,13 @@ def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-
     with use_backend(backend) as ops:
         shifted = _shifted_kernel(ops, k)
         factor = ops.cholesky(shifted(alpha))
+        if factor is None:
+            values = ops.eigvalsh(shifted(0.0))
+            lo, hi = float(values[0]), float(values[-1])
+            if alpha > 0 and within_tolerance(lo, hi, psd_rtol):
+                factor = ops.cholesky(shifted(alpha + psd_rtol * hi))
         if factor is None and jitter:
             factor = _jittered_factor(ops, shifted, float(np.mean(np.diag(k))), alpha, max_jitter)
         if factor is None:
-            tried = (f"; jitter up to {max_jitter:g} x the mean diagonal did not help" if jitter
-                     else "; use a larger alpha, or jitter=True")
-            values = ops.eigvalsh(shifted(alpha))
-            raise NotPositiveDefiniteError(indefiniteness_report(
-                f"K + alpha I (alpha={alpha:.3g})", float(values[0]), float(values[-1])) + tried)
+            raise _not_positive_definite(alpha, lo, hi, psd_rtol, jitter, max_jitter)
         return ops.to_numpy(ops.cho_solve(factor, ops.array(y)))

@@ -17,17 +17,13 @@ import scipy.linalg
 
 from ._backend import use_backend
 from ._checks import check_alphas, check_kernel, check_symmetric, check_targets
-from .direct import NotPositiveDefiniteError, indefiniteness_report
+from ._psd import not_psd_error, psd_tolerance, resolve_psd_rtol, within_tolerance
 
 EIGH_DRIVER = "evd"
 CHUNK_BYTES = 32 * 2 ** 20
 
 
-def psd_tolerance(dtype) -> float:
-    """Relative size of the negative eigenvalues that rounding alone gives a PSD kernel stored
-    as ``dtype``: 1e-8 for float64 (and integers), 1e-5 for float32 or float16."""
-    dtype = np.dtype(dtype)
-    return 1e-5 if np.issubdtype(dtype, np.floating) and dtype.itemsize < 8 else 1e-8
+__all__ = ["EigenPath", "eigen_path", "loo_errors", "psd_eigh", "psd_tolerance"]
 
 
 def _eigh(k: np.ndarray, backend: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -38,13 +34,15 @@ def _eigh(k: np.ndarray, backend: str | None) -> tuple[np.ndarray, np.ndarray]:
         return ops.to_numpy(e), ops.to_numpy(v)
 
 
-def psd_eigh(K, *, tol: float | None = None, backend: str | None = None
+def psd_eigh(K, *, psd_rtol: float | None = None, backend: str | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of a symmetric PSD kernel: K (n, n) -> (e (n,) ascending, V (n, n)).
 
-    Eigenvalues in [-tol * largest, 0) are rounding noise of a near-singular PSD kernel and are
-    clipped to 0; a smaller one raises ``NotPositiveDefiniteError``. ``tol`` defaults to
-    ``psd_tolerance(K.dtype)``. ``backend``: "scipy" (LAPACK), "jax" (jnp.linalg.eigh, float64,
+    Eigenvalues in [-psd_rtol * largest, 0) are rounding noise of a near-singular PSD kernel and
+    are clipped to 0; a smaller one raises ``NotPositiveDefiniteError`` (the one PSD tolerance of
+    the solvers, ``tangentless.solvers._psd``). ``psd_rtol`` defaults to K's storage precision,
+    ``psd_tolerance(K.dtype)``, or what a Gram store records; pass 1e-5 for a kernel computed in
+    float32 and stored as float64. ``backend``: "scipy" (LAPACK), "jax" (jnp.linalg.eigh, float64,
     on JAX's default device) or None (``default_backend()``: JAX where it sees a GPU).
 
     LAPACK driver: "evd" (divide and conquer). Measured with scipy 1.17 / OpenBLAS 0.3 on a
@@ -53,15 +51,12 @@ def psd_eigh(K, *, tol: float | None = None, backend: str | None = None
     they tie within 10%. It costs one more (n, n) workspace than "evr": the peak is K plus three
     (n, n) float64 arrays (evr: two).
     """
-    tol = psd_tolerance(np.asarray(K).dtype) if tol is None else tol
+    psd_rtol = resolve_psd_rtol(psd_rtol, K)
     k = check_kernel(K)
     check_symmetric(k)
     e, v = _eigh(k, backend)
-    if e[0] < -tol * abs(e[-1]):
-        raise NotPositiveDefiniteError(
-            indefiniteness_report("K", e[0], e[-1])
-            + f", below the PSD tolerance -{tol:g} x the largest (if K was computed in single "
-            "precision, pass it as float32 or give a larger tolerance)")
+    if not within_tolerance(float(e[0]), float(e[-1]), psd_rtol):
+        raise not_psd_error("K", float(e[0]), float(e[-1]), psd_rtol)
     return np.maximum(e, 0.0), v
 
 
@@ -130,15 +125,19 @@ class EigenPath:
     eigenvalues: np.ndarray
 
 
-def eigen_path(K, Y, alphas, *, labels=None, offset=None, psd_tol=None, backend=None) -> EigenPath:
+def eigen_path(K, Y, alphas, *, labels=None, offset=None, psd_rtol=None, backend=None,
+               psd_tol=None) -> EigenPath:
     """Solve (K + alpha I) coef = Y for every alpha from one eigendecomposition of K (n, n).
 
     Y (n,) or (n, c). ``labels`` (n,) class indices into the c columns enable LOO accuracy (argmax
     of the LOO predictions). ``offset`` (c,) is added to predictions when Y was centred by it; the
-    LOO then holds the centring fixed (exact only for offset None or 0). ``psd_tol``, ``backend``:
-    see ``psd_eigh`` (a GPU, where JAX sees one, does the eigendecomposition).
+    LOO then holds the centring fixed (exact only for offset None or 0). ``psd_rtol``, ``backend``:
+    see ``psd_eigh`` (a GPU, where JAX sees one, does the eigendecomposition). ``psd_tol`` is the
+    former name of ``psd_rtol``, kept while callers move to it.
     """
-    psd_tol = psd_tolerance(np.asarray(K).dtype) if psd_tol is None else psd_tol
+    if psd_tol is not None and psd_rtol is not None:
+        raise ValueError("pass psd_rtol only (psd_tol is its former name)")
+    psd_rtol = resolve_psd_rtol(psd_tol if psd_rtol is None else psd_rtol, K)
     k = check_kernel(K)
     y, alphas = check_targets(Y, k.shape[0]), check_alphas(alphas)
     n, c = y.shape
@@ -151,7 +150,7 @@ def eigen_path(K, Y, alphas, *, labels=None, offset=None, psd_tol=None, backend=
         if labels.min() < 0 or labels.max() >= c:
             raise ValueError(f"labels must index the {c} target columns; got range "
                              f"[{labels.min()}, {labels.max()}]")
-    e, v = psd_eigh(k, tol=psd_tol, backend=backend)
+    e, v = psd_eigh(k, psd_rtol=psd_rtol, backend=backend)
     inverse_diagonals = _inverse_diagonals(e, v, alphas)
     coef = _coefficients(e, v, y, alphas)
     residuals = coef / inverse_diagonals[:, :, None]

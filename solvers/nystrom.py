@@ -19,6 +19,7 @@ import numpy as np
 from ._backend import use_backend
 from ._cg import batched_cg
 from ._checks import check_alpha, check_kernel, check_targets
+from ._psd import not_psd_error, resolve_psd_rtol, within_tolerance
 from .blocks import as_block_source, row_blocks
 
 __all__ = ["nystrom_fit", "uniform_centers"]
@@ -31,14 +32,23 @@ def uniform_centers(n: int, m: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(int(n), size=int(m), replace=False))
 
 
-def _whitener(ops, k_mm: np.ndarray):
+def _whitener(ops, k_mm: np.ndarray, psd_rtol: float):
     """Lower-triangular L with L L^T = K_mm + eps tr(K_mm) I (FALKON's jitter, relative), on the
-    backend of ``ops``. Whitened coordinates of a (M, k) array x are L^-1 x."""
+    backend of ``ops``; if that is not positive definite but K_mm is PSD within ``psd_rtol``, the
+    jitter is psd_rtol x K_mm's largest eigenvalue more (``NotPositiveDefiniteError`` beyond the
+    tolerance). Whitened coordinates of a (M, k) array x are L^-1 x."""
     k = ops.array(k_mm)
+    k = (k + k.T) / 2
+    eye = ops.xp.eye(k.shape[0])
     jitter = np.finfo(np.float64).eps * max(float(ops.xp.trace(k)), np.finfo(np.float64).tiny)
-    lower = ops.cholesky((k + k.T) / 2 + jitter * ops.xp.eye(k.shape[0]))
+    lower = ops.cholesky(k + jitter * eye)
     if lower is None:
-        raise ValueError("K_mm is not positive semi-definite (Cholesky failed)")
+        values = ops.eigvalsh(k + 0.0)
+        lo, hi = float(values[0]), float(values[-1])
+        if within_tolerance(lo, hi, psd_rtol):
+            lower = ops.cholesky(k + (jitter + psd_rtol * hi) * eye)
+        if lower is None:
+            raise not_psd_error("K_mm", lo, hi, psd_rtol, property="positive semi-definite")
     return lower
 
 
@@ -96,7 +106,7 @@ def _falkon(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y,
 
 def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int = 1000,
                 tol: float = 1e-10, max_iter: int = 100, progress: bool = False,
-                backend: str | None = None) -> np.ndarray:
+                psd_rtol: float | None = None, backend: str | None = None) -> np.ndarray:
     """Nystrom kernel ridge coefficients (M, c); see the module docstring for the problem.
 
     K_nm: (n, M) kernel between training points and centers, anything :func:`as_block_source`
@@ -108,10 +118,15 @@ def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int
     solver: "direct" (one pass over K_nm, O(n M^2 + M^3) time, M^2 memory) or "falkon"
         (preconditioned CG, one pass per iteration, stops at relative residual ``tol`` of the
         whitened normal equations or after ``max_iter`` iterations, warning then).
+    psd_rtol: the PSD tolerance of K_mm (``tangentless.solvers._psd``; default: K_mm's storage
+        precision or the value its Gram store records): a K_mm PSD within it gets
+        psd_rtol x its largest eigenvalue of jitter (silently), one beyond it raises
+        ``NotPositiveDefiniteError``.
     backend: "scipy" (host), "jax" (float64 on JAX's default device, a GPU where present: the
         row-block products and the M x M factorizations run there; an in-memory K_nm crosses
         once, other sources one block at a time) or None (``default_backend()``).
     """
+    psd_rtol = resolve_psd_rtol(psd_rtol, K_mm)
     k_mm = check_kernel(K_mm, "K_mm")
     shape = (np.shape(Y)[0], k_mm.shape[0]) if callable(K_nm) else None
     source = as_block_source(K_nm, shape=shape, square=False, name="K_nm")
@@ -123,7 +138,7 @@ def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int
     if solver not in ("direct", "falkon"):
         raise ValueError(f"solver must be 'direct' or 'falkon'; got {solver!r}")
     with use_backend(backend) as ops:
-        lower = _whitener(ops, k_mm)
+        lower = _whitener(ops, k_mm, psd_rtol)
         rows, blocks, y = ops.row_reader(source), row_blocks(n, block_size), ops.array(y)
         if solver == "direct":
             coef = _direct(ops, rows, blocks, lower, y, alpha)

@@ -261,7 +261,7 @@ def test_float32_kernels_get_a_single_precision_tolerance():
     path = eigen_path(k.astype(np.float32), np.ones(20), ALPHAS)
     assert path.eigenvalues[0] == 0.0
     with pytest.raises(NotPositiveDefiniteError):
-        psd_eigh(k.astype(np.float32), tol=1e-8)
+        psd_eigh(k.astype(np.float32), psd_rtol=1e-8)
 
 
 @pytest.mark.parametrize("kwargs, match", [
