@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import http.client
 import io
@@ -23,19 +24,19 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from typing import TYPE_CHECKING
+import zlib
 
 import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+from tqdm.auto import tqdm
 
 from ..kernels._shared.atomic import atomic_write as _atomic_write  # a module name the tests patch
-
-if TYPE_CHECKING:
-    from tangentless.scattering.imagenet import ImageFolder
+from ..scattering.imagenet import ImageFolder, iterate_batches
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 bundled 8x8 digits: images (N, 8, 8, 1) float32 in [0, 1], labels int64."""
-    from sklearn.datasets import load_digits
     digits = load_digits()
     return (digits.images[..., None] / 16.0).astype(np.float32), digits.target.astype(np.int64)
 
@@ -65,11 +66,7 @@ def load_npz_images(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray | 
 def load_packed_jpeg_npz(path: str | pathlib.Path, limit: int | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Images stored as concatenated JPEG files: ``jpeg`` (bytes as uint8), ``offsets`` (N+1,),
-    ``labels`` (N,) (the layout of ../shared/data/cifar10_jpeg). Returns uint8 (N, H, W, 3), int64."""
-    import io
-
-    from PIL import Image
-
+    ``labels`` (N,) (the layout of ``cifar10_jpeg/`` in the shared data folder). Returns uint8 (N, H, W, 3), int64."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -95,15 +92,27 @@ def load_packed_jpeg_npz(path: str | pathlib.Path, limit: int | None = None
 
 # ------------------------------------------------------------------------------------- data folder
 
-def data_dir() -> pathlib.Path:
-    """Where datasets are looked for and downloaded: ``$TANGENTLESS_DATA`` if set, else the user cache
-    folder ``$XDG_CACHE_HOME/tangentless`` (``~/.cache/tangentless`` when XDG_CACHE_HOME is unset or not an
-    absolute path, as the XDG spec says). Not created here."""
+def data_dir(root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The data folder, where datasets are looked for and downloaded, in this order: ``root`` where
+    given (a function's ``root=``, a command's data option); else ``$TANGENTLESS_DATA`` where set;
+    else the user cache folder ``$XDG_CACHE_HOME/tangentless`` (``~/.cache/tangentless`` when
+    XDG_CACHE_HOME is unset or not an absolute path, as the XDG spec says). Not created here.
+    Every loader, command and benchmark script finds its data through this function (or
+    :func:`resolve_data`); none assumes a folder relative to the current directory or the source."""
+    if root is not None:
+        return pathlib.Path(root).expanduser()
     if os.environ.get("TANGENTLESS_DATA"):
         return pathlib.Path(os.environ["TANGENTLESS_DATA"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME", "")
     base = pathlib.Path(cache) if os.path.isabs(cache) else pathlib.Path.home() / ".cache"
     return base / "tangentless"
+
+
+def resolve_data(relative: str | os.PathLike, root: str | os.PathLike | None = None) -> pathlib.Path:
+    """``relative`` (e.g. ``"cifar10"`` for the exact CIFAR-10 subset's train.npz and test.npz,
+    ``"cifar10_jpeg"``, ``"imagenet/jpeg_subset100"``) inside :func:`data_dir(root) <data_dir>`:
+    an explicit ``root`` first, then ``$TANGENTLESS_DATA``, then the user cache folder."""
+    return data_dir(root) / relative
 
 
 class ChecksumError(ValueError):
@@ -167,8 +176,6 @@ def _download(url: str, dest: pathlib.Path, size: int, md5: str) -> None:
     """url -> dest through a temporary file in dest's folder, checked for size and md5 before the atomic
     rename; a tqdm bar shows progress. DatasetNotAvailable without network or if the transfer breaks,
     ChecksumError for the wrong bytes; either way nothing is left behind."""
-    from tqdm.auto import tqdm
-
     by_hand = (f"Without network access, download {url} ({size} bytes, md5 {md5}) by other means and put "
                f"it at {dest} (or point $TANGENTLESS_DATA or root= at the folder holding it).")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -277,8 +284,6 @@ def _join(batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 
 def _decode_cifar10_archive(archive: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Both splits from the .tar.gz in one pass, without extracting anything to disk."""
-    import zlib
-
     wanted = {f"{CIFAR10_FOLDER}/{name}": name for names in CIFAR10_SPLITS.values() for name in names}
     batches = {}
     try:
@@ -319,7 +324,7 @@ def load_cifar10(split: str = "train", *, root: str | os.PathLike | None = None,
     """CIFAR-10: images uint8 (N, 32, 32, 3) RGB (HWC), labels int64 (N,) in the official order
     (train: data_batch_1..5, N = 50,000; test: test_batch, N = 10,000).
 
-    root (default :func:`data_dir`) holds the official ``cifar-10-python.tar.gz`` or, failing that, its
+    root (default: :func:`data_dir`'s order) holds the official ``cifar-10-python.tar.gz`` or, failing that, its
     extracted ``cifar-10-batches-py/``. If neither is there and download is True, the archive (163 MiB) is
     downloaded into root. Files are checked against the official md5 once (a ``.verified`` record next to
     each), ChecksumError otherwise. The archive's decoded splits are cached as ``cifar-10-{train,test}.npz``
@@ -328,7 +333,7 @@ def load_cifar10(split: str = "train", *, root: str | os.PathLike | None = None,
     """
     if split not in CIFAR10_SPLITS:
         raise ValueError(f"split must be one of {sorted(CIFAR10_SPLITS)}, got {split!r}")
-    root = data_dir() if root is None else pathlib.Path(root).expanduser()
+    root = data_dir(root)
     archive, folder = root / CIFAR10_ARCHIVE, root / CIFAR10_FOLDER
     if not archive.is_file() and folder.is_dir():
         return _load_cifar10_folder(folder, split)
@@ -384,7 +389,7 @@ def load_cifar10_1(root: str | os.PathLike | None = None, version: str = "v6") -
     :func:`data_dir`); nothing is downloaded (DatasetNotAvailable says where to get them). ValueError for
     files of the wrong shape, dtype, length or label range.
     """
-    root = data_dir() if root is None else pathlib.Path(root).expanduser()
+    root = data_dir(root)
     data_path, labels_path = (root / f"cifar10.1_{version}_{kind}.npy" for kind in ("data", "labels"))
     missing = [path.name for path in (data_path, labels_path) if not path.is_file()]
     if missing:
@@ -409,16 +414,12 @@ def load_image_folder(root: str | os.PathLike, *, class_index=None) -> ImageFold
     """An ImageNet-style folder ``root/<class>/<images>`` as :class:`~tangentless.scattering.imagenet.
     ImageFolder` (class_index: None for sorted folder names, or e.g. the path of
     ``imagenet_class_index.json`` for the official ImageNet-1k labels of wnid folders)."""
-    from tangentless.scattering.imagenet import ImageFolder
-
     return ImageFolder(root, class_index=class_index)
 
 
 def imagenetv2_folder(root: str | os.PathLike) -> ImageFolder:
     """ImageNetV2 (e.g. MatchedFrequency, 10,000 images): class folders named ``0`` .. ``999`` are the
     standard ImageNet-1k labels, so folder ``"17"`` gets label 17 (not its rank in sorted names)."""
-    from tangentless.scattering.imagenet import ImageFolder
-
     root = pathlib.Path(root)
     if root.is_dir():
         names = {str(i) for i in range(1000)}
@@ -438,10 +439,6 @@ def load_folder_arrays(folder, size: int = 224, resize: int = 256, limit: int | 
     folder: an ImageFolder or a folder path (sorted-name labels). limit: at most this many images, evenly
     spaced over the folder's sorted samples (so classes keep their proportions), else all of them.
     """
-    import copy
-
-    from tangentless.scattering.imagenet import ImageFolder, iterate_batches
-
     if not isinstance(folder, ImageFolder):
         folder = ImageFolder(folder)
     n = len(folder)

@@ -1,13 +1,13 @@
 """The experiments (small-data, full-data, generalization), their reports, and the `quickstart`,
 `fit`, `predict` and `bench` subcommands, at tiny sizes on scikit-learn's digits."""
-import argparse
 import json
 import math
 
 import numpy as np
 import pytest
 
-from tangentless.benchmarks import commands, report
+from tangentless.benchmarks import report
+from tangentless.benchmarks.cli import bench, build_parser, models
 from tangentless.benchmarks.datasets import balanced_subset, load_digits_images
 from tangentless.benchmarks.experiments import full_data, generalization, small_data
 from tangentless.benchmarks.experiments.gram_cache import pool_test_gram, pool_test_pairs
@@ -236,10 +236,7 @@ def test_load_model_rejects_other_files(tmp_path):
 # --- the subcommands ------------------------------------------------------------------------------
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="tangentless")
-    add = parser.add_subparsers(dest="command", required=True)
-    commands.add_commands(add)
-    return parser
+    return build_parser()
 
 
 def _run(argv):
@@ -261,9 +258,9 @@ def test_subcommands_parse():
                                  "--set", "kernel.flip=false"])
     assert args.sizes == (10, 20) and args.trials == (3, 1) and args.methods == ("kernel", "cnn")
     assert args.set == [("cnn", "epochs", 5), ("kernel", "flip", False)]
-    assert _parser().parse_args(["quickstart"]).out == commands.DEFAULT_REPORT
+    assert _parser().parse_args(["quickstart"]).out == models.DEFAULT_REPORT
     args = _parser().parse_args(["bench", "cifar10", "--budget", "60"])
-    assert args.budget == 60 and args.run is commands._bench_cifar10
+    assert args.budget == 60 and args.run is bench.run_cifar10
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -332,9 +329,9 @@ def test_bench_small_data_command(digits_files, capsys):
 
 
 def test_quickstart_writes_its_report(tmp_path, monkeypatch, capsys):
-    tiny = {**commands.QUICKSTART, "train": 100, "test": 100,
+    tiny = {**models.QUICKSTART, "train": 100, "test": 100,
             "params": {**TINY, "kernel": {"flip": False}}}
-    monkeypatch.setattr(commands, "QUICKSTART", tiny)
+    monkeypatch.setattr(models, "QUICKSTART", tiny)
     assert _run(["quickstart", "--out", str(tmp_path), "--quiet"]) == 0
     printed = capsys.readouterr().out
     for method in ("kernel", "scattering", "cnn", "resnet"):

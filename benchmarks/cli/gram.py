@@ -1,23 +1,21 @@
-"""The ``tangentless`` command line."""
+"""The ``tangentless gram`` command: the Myrtle kernel matrix of a set of images and its cost."""
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
-import sys
 import time
 
 import numpy as np
-from ..kernels._shared.atomic import atomic_write
 
-ARCHITECTURES = {"myrtle5": 5, "myrtle7": 7, "myrtle10": 10}
+from ...kernels import ZCAWhitening, myrtle
+from ...kernels._shared.atomic import atomic_write
+from ...kernels.architectures import MYRTLE_NAMES, myrtle_depth
+from ...kernels.store import GramStore
+from ..datasets import load_digits_images, load_npz_images
 
 
-def _gram_command(args) -> int:
-    from tangentless.kernels import ZCAWhitening, myrtle
-
-    from .datasets import load_digits_images, load_npz_images
-
+def run_gram(args) -> int:
+    """The ``gram`` command: a Myrtle kernel matrix of images, its cost printed as JSON."""
     if args.images is None:
         images, _ = load_digits_images()
         source = "scikit-learn digits (8x8x1)"
@@ -31,7 +29,7 @@ def _gram_command(args) -> int:
     images = images.astype(np.float32)
     if args.zca:
         images = ZCAWhitening(bias=args.zca_bias).fit_transform(images)
-    spec = myrtle(ARCHITECTURES[args.arch], nonlinearity=args.nonlinearity, head=args.head,
+    spec = myrtle(myrtle_depth(args.arch), nonlinearity=args.nonlinearity, head=args.head,
                   precision=args.precision)
     to_store = args.out is not None and args.out.suffix == ".zarr"
     options = {"flip": args.flip, "block_size": args.block_size, "progress": not args.quiet,
@@ -64,8 +62,6 @@ def _gram_command(args) -> int:
 def _store_summary(path: pathlib.Path, k, seconds: float) -> dict:
     """This run's record of a Zarr store: blocks reused, found corrupt and computed, and the pair
     evaluations per second of what it computed (no eigenvalue: K stays on disk)."""
-    from tangentless.kernels.store import GramStore
-
     run = GramStore(path).runs()[-1]
     diagonal = k.vindex[np.arange(k.shape[0]), np.arange(k.shape[0])]
     return {"out": str(path), "blocks": run["blocks"], "blocks_reused": run["reused"],
@@ -74,20 +70,16 @@ def _store_summary(path: pathlib.Path, k, seconds: float) -> dict:
             "diagonal_range": [float(diagonal.min()), float(diagonal.max())]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tangentless",
-        description="Theory-grounded baselines for image classification: compositional kernels, "
-                    "scattering and the solvers that fit them.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    g = commands.add_parser(
+def add_command(subparsers) -> None:
+    """Add ``gram`` to an ``add_subparsers()`` object."""
+    g = subparsers.add_parser(
         "gram", help="compute a Myrtle kernel matrix of a set of images",
         description="Compute the symmetric Myrtle kernel matrix K(x, x) of a set of images and print "
                     "its cost. Without --images it uses scikit-learn's bundled 8x8 digits.")
     g.add_argument("--images", type=pathlib.Path,
                    help=".npz file with 'images' (N, H, W, C); H, W divisible by 4 (default: digits)")
     g.add_argument("--n", type=int, help="use only the first N images")
-    g.add_argument("--arch", choices=sorted(ARCHITECTURES), default="myrtle5")
+    g.add_argument("--arch", choices=sorted(MYRTLE_NAMES), default="myrtle5")
     g.add_argument("--nonlinearity", choices=["relu", "gaussian"], default="relu")
     g.add_argument("--head", choices=["project", "linear"], default="project")
     g.add_argument("--precision", choices=["mixed", "float32", "float64"], default="mixed")
@@ -106,20 +98,4 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int,
                    help="processes of the --scheduler local cluster (default: one per CPU core)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.set_defaults(run=_gram_command)
-    from .commands import add_commands
-    add_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"tangentless {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    g.set_defaults(run=run_gram)

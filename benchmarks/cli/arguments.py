@@ -1,0 +1,122 @@
+"""Argument types and helpers the ``tangentless`` commands share: paths that must exist, lists of
+integers and of methods, ``--set METHOD.NAME=VALUE`` settings and the parameters they give, and the
+``--data [--test]`` training and test sets. Errors go through the command's parser (``args.parser``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+from ...kernels._shared.defaults import EXPERIMENT_PARAMS
+from ..datasets import load_npz_images, resolve_data
+from ..experiments.methods import METHODS, all_params
+
+#: the exact CIFAR-10 subset (train.npz, test.npz), relative to the data folder
+#: (:func:`~tangentless.benchmarks.datasets.resolve_data`)
+CIFAR_SUBSET = "cifar10"
+
+
+def existing_file(text: str) -> pathlib.Path:
+    path = pathlib.Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {path}")
+    return path
+
+
+def existing_folder(text: str) -> pathlib.Path:
+    path = pathlib.Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {path}")
+    return path
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def methods(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(","))
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    return names
+
+
+def setting(text: str) -> tuple[str, str, object]:
+    """'cnn.epochs=50' -> ("cnn", "epochs", 50); values are JSON (true, 0.1, [1, 2]) or strings."""
+    key, sep, value = text.partition("=")
+    method, dot, name = key.partition(".")
+    if not (sep and dot and method and name):
+        raise argparse.ArgumentTypeError(f"expected METHOD.NAME=VALUE (e.g. cnn.epochs=50), got {text!r}")
+    if method not in METHODS:
+        raise argparse.ArgumentTypeError(f"unknown method {method!r} in {text!r}; choose from "
+                                         f"{', '.join(METHODS)}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return method, name, parsed
+
+
+def set_help() -> str:
+    names = "; ".join(f"{m}: {', '.join(p)}" for m, p in EXPERIMENT_PARAMS.items())
+    return ("change one method parameter, e.g. --set cnn.epochs=50 --set kernel.flip=false "
+            f"(repeatable; values are JSON or text). Parameters: {names}")
+
+
+def method_settings(args, base: dict | None = None) -> dict:
+    """Per-method parameters: defaults, then ``base`` overrides, then the --set settings;
+    a parser error for an unknown parameter."""
+    overrides = {m: dict((base or {}).get(m, {})) for m in METHODS}
+    for method, name, value in getattr(args, "set", None) or []:
+        overrides[method][name] = value
+    try:
+        return all_params(overrides)
+    except ValueError as err:
+        args.parser.error(f"--set: {err}")
+
+
+def train_test(args) -> tuple[tuple, tuple, str]:
+    """(train images, labels), (test images, labels) and a name from --data [--test]; without
+    --data, the exact CIFAR-10 subset in the data folder."""
+    data = args.data
+    default = resolve_data(CIFAR_SUBSET)
+    if data is None:
+        if not default.is_dir():
+            args.parser.error(f"no data given and the exact CIFAR-10 subset is not at {default} "
+                              "($TANGENTLESS_DATA/cifar10, or ~/.cache/tangentless/cifar10 where "
+                              "$TANGENTLESS_DATA is unset): pass --data FOLDER (with train.npz and "
+                              "test.npz) or --data TRAIN.npz --test TEST.npz")
+        data = default
+    if not data.exists():
+        args.parser.error(f"--data {data}: no such file or folder")
+    name = f"exact CIFAR-10 subset ({data})" if data == default else str(data)
+    if data.is_dir():
+        train_path, test_path = data / "train.npz", data / "test.npz"
+        missing = [p for p in (train_path, test_path) if not p.is_file()]
+        if missing:
+            args.parser.error(f"--data {data}: expected train.npz and test.npz there; missing "
+                              f"{', '.join(p.name for p in missing)}")
+    elif getattr(args, "test", None) is None:
+        args.parser.error(f"--data {data} is a file: also pass --test TEST.npz")
+    else:
+        train_path, test_path = data, args.test
+        name = f"{train_path} / {test_path}"
+    train, test = load_npz_images(train_path), load_npz_images(test_path)
+    for path, (_, labels) in ((train_path, train), (test_path, test)):
+        if labels is None:
+            args.parser.error(f"{path} has no 'labels' array")
+    return train, test, name
+
+
+def report_folder(args) -> pathlib.Path:
+    """--out, a parser error where it exists and is not a folder."""
+    if args.out.exists() and not args.out.is_dir():
+        args.parser.error(f"--out {args.out} exists and is not a folder")
+    return args.out

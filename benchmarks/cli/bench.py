@@ -1,0 +1,177 @@
+"""The ``tangentless bench`` command: the benchmark experiments ``small-data`` (the kernel paper's
+protocol), ``cifar10`` (full data within a time budget, or CIFAR-10.1 generalization) and
+``imagenet`` (ImageNet -> ImageNetV2 generalization)."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from ...kernels._shared.defaults import (FULL_DATA_BUDGET_SECONDS, SMALL_DATA_PARAMS, SMALL_DATA_SIZES,
+                                         SMALL_DATA_TRIALS)
+from ..datasets import (DatasetNotAvailable, imagenetv2_folder, load_cifar10, load_cifar10_1,
+                        load_folder_arrays, load_image_folder, resolve_data)
+from ..experiments import full_data, generalization, small_data
+from .arguments import (CIFAR_SUBSET, existing_file, existing_folder, method_settings, methods,
+                        positive_ints, report_folder, set_help, setting, train_test)
+
+
+def run_small_data(args) -> int:
+    (train_x, train_y), (test_x, test_y), name = train_test(args)
+    config = small_data.SmallDataConfig(
+        sizes=args.sizes, trials=args.trials[0] if len(args.trials) == 1 else args.trials,
+        methods=args.methods, pool_size=args.pool_size, test_size=args.test_size, seed=args.seed,
+        params=method_settings(args, SMALL_DATA_PARAMS))
+    try:
+        config.check(int(max(train_y.max(), test_y.max())) + 1)
+    except ValueError as err:
+        args.parser.error(str(err))
+    small_data.run(train_x, train_y, test_x, test_y, config, report_folder(args), data=name,
+                   progress=not args.quiet)
+    print((args.out / "small_data.md").read_text())
+    return 0
+
+
+def run_cifar10(args) -> int:
+    out, params = report_folder(args), method_settings(args)
+    if args.generalization:
+        try:
+            recollected = load_cifar10_1(args.cifar10_1)
+        except DatasetNotAvailable as err:
+            args.parser.error(f"{err} Or pass --cifar10-1 FOLDER.")
+    if args.data is None:
+        train, test, name = load_cifar10("train"), load_cifar10("test"), "CIFAR-10 (official archive)"
+    else:
+        train, test, name = train_test(args)
+    if args.generalization:
+        config = generalization.GeneralizationConfig(sizes=args.sizes, methods=args.methods,
+                                                     seed=args.seed, params=params)
+        generalization.run(train, test, recollected, config, out,
+                           data=f"{name} -> CIFAR-10.1 v6", progress=not args.quiet)
+        print((out / "generalization.md").read_text())
+    else:
+        config = full_data.FullDataConfig(budget_seconds=args.budget, methods=args.methods,
+                                          test_size=args.test_size, seed=args.seed, params=params)
+        full_data.run(train, test, config, out, data=name, progress=not args.quiet)
+        print((out / "full_data.md").read_text())
+    return 0
+
+
+def run_imagenet(args) -> int:
+    if args.v2 is None:
+        args.parser.error("--v2 FOLDER is required: download ImageNetV2 MatchedFrequency "
+                          "(imagenetv2-matched-frequency.tar.gz, 10,000 images, from "
+                          "https://github.com/modestyachts/ImageNetV2), extract it, and pass the "
+                          "folder holding the class folders 0..999")
+    if args.size % 4:
+        args.parser.error(f"--size must be a multiple of 4 (the Myrtle kernel pools twice); got {args.size}")
+    load = {"size": args.size, "resize": args.size * 8 // 7, "progress": not args.quiet}
+    train = load_folder_arrays(load_image_folder(args.data, class_index=args.class_index),
+                               limit=args.train_limit, **load)
+    val = load_folder_arrays(load_image_folder(args.val, class_index=args.class_index),
+                             limit=args.test_limit, **load)
+    v2 = load_folder_arrays(imagenetv2_folder(args.v2), limit=args.test_limit, **load)
+    classes, counts = np.unique(train[1], return_counts=True)
+    config = generalization.GeneralizationConfig(
+        sizes=args.sizes or (len(classes) * int(counts.min()),), methods=args.methods,
+        seed=args.seed, fit=generalization.IMAGENET_V2_FIT, params=method_settings(args))
+    generalization.run(train, val, v2, config, report_folder(args), progress=not args.quiet,
+                       data=f"ImageNet ({args.data}, {args.size}x{args.size}) -> ImageNetV2 ({args.v2})")
+    print((args.out / "generalization.md").read_text())
+    return 0
+
+
+def _common_arguments(p, out_default: pathlib.Path, methods_default: str) -> None:
+    p.add_argument("--methods", type=methods, default=methods(methods_default),
+                   help=f"comma-separated, among kernel, scattering, cnn, resnet "
+                        f"(default: {methods_default})")
+    p.add_argument("--set", action="append", type=setting, metavar="METHOD.NAME=VALUE",
+                   help=set_help())
+    p.add_argument("--seed", type=int, default=0, help="seed of all subsets (default 0)")
+    p.add_argument("--out", type=pathlib.Path, default=out_default,
+                   help=f"report folder; a rerun with the same settings resumes there "
+                        f"(default {out_default})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_command(subparsers) -> None:
+    """Add ``bench`` (small-data | cifar10 | imagenet) to an ``add_subparsers()`` object."""
+    b = subparsers.add_parser(
+        "bench", help="run an experiment: small-data, cifar10 or imagenet",
+        description="Run one of the benchmark experiments; each writes JSON, a Markdown table and "
+                    "plots to --out and resumes there when rerun with the same settings.")
+    targets = b.add_subparsers(dest="target", required=True, metavar="{small-data,cifar10,imagenet}")
+
+    s = targets.add_parser(
+        "small-data", help="the kernel paper's small-data protocol (n = 10 ... 1280, several trials)",
+        description="Class-balanced training sets of n images drawn from one pool, several trials per "
+                    "n, one fixed test set; mean and standard deviation of the test accuracy per method. "
+                    "The kernel matrix of pool + test images is computed once (the main cost: about "
+                    "(P^2/2 + T P) x 2 kernel evaluations with flips, ~450/s for Myrtle5 at 32x32 on "
+                    "2 CPU cores) and cached in --out. Rerunning into the same --out with more sizes, "
+                    "trials or methods adds to the results there (e.g. many kernel trials, then a "
+                    "few network trials); other changes need a new --out. Default data: the exact "
+                    f"CIFAR-10 subset in the data folder, {resolve_data(CIFAR_SUBSET)} "
+                    "($TANGENTLESS_DATA/cifar10, or ~/.cache/tangentless/cifar10 where it is unset).")
+    s.add_argument("--data", type=pathlib.Path,
+                   help="folder with train.npz and test.npz, or a training .npz (then --test)")
+    s.add_argument("--test", type=existing_file, help="test .npz when --data is a file")
+    s.add_argument("--sizes", type=positive_ints, default=SMALL_DATA_SIZES,
+                   help="comma-separated training-set sizes, multiples of the number of classes "
+                        f"(default {','.join(map(str, SMALL_DATA_SIZES))})")
+    s.add_argument("--trials", type=positive_ints, default=(SMALL_DATA_TRIALS,),
+                   help=f"trials per size: one number, or one per size (default {SMALL_DATA_TRIALS})")
+    s.add_argument("--pool-size", type=int,
+                   help="training images in the pool the trials draw from (default: the largest size)")
+    s.add_argument("--test-size", type=int,
+                   help="class-balanced subset of the test set (default: all test images)")
+    _common_arguments(s, pathlib.Path("results-small-data"), "kernel,scattering,cnn,resnet")
+    s.set_defaults(run=run_small_data, parser=s)
+
+    c = targets.add_parser(
+        "cifar10", help="full-data comparison within a time budget (or CIFAR-10.1 generalization)",
+        description="Each method on the largest class-balanced training set a time budget allows "
+                    "(sized from costs measured first), with the projected cost of full CIFAR-10. "
+                    "With --generalization: train at --sizes and test on CIFAR-10 and CIFAR-10.1 "
+                    "(accuracy drop and effective robustness). Default data: the official CIFAR-10 "
+                    "archive in $TANGENTLESS_DATA or ~/.cache/tangentless (downloaded if absent).")
+    c.add_argument("--data", type=pathlib.Path,
+                   help="folder with train.npz and test.npz, or a training .npz (then --test)")
+    c.add_argument("--test", type=existing_file, help="test .npz when --data is a file")
+    c.add_argument("--budget", type=float, default=FULL_DATA_BUDGET_SECONDS,
+                   help=f"seconds per method for fit + predict (default {FULL_DATA_BUDGET_SECONDS:g})")
+    c.add_argument("--test-size", type=int, help="class-balanced subset of the test set (default: all)")
+    c.add_argument("--generalization", action="store_true",
+                   help="run the CIFAR-10 -> CIFAR-10.1 experiment instead")
+    c.add_argument("--cifar10-1", type=existing_folder,
+                   help="folder with cifar10.1_v6_data.npy and cifar10.1_v6_labels.npy "
+                        "(default: $TANGENTLESS_DATA or ~/.cache/tangentless)")
+    c.add_argument("--sizes", type=positive_ints, default=(500, 1000, 2000),
+                   help="with --generalization: training-set sizes (default 500,1000,2000)")
+    _common_arguments(c, pathlib.Path("results-cifar10"), "kernel,scattering,cnn,resnet")
+    c.set_defaults(run=run_cifar10, parser=c)
+
+    i = targets.add_parser(
+        "imagenet", help="ImageNet -> ImageNetV2 generalization at low resolution",
+        description="Train the methods on a subset of an ImageNet-style training folder (resized to "
+                    "--size), test on a subset of the validation folder and of ImageNetV2, and report "
+                    "the accuracy drop and the effective robustness against the published logit fit "
+                    "(b1 = 0.923, b0 = -0.498; Taori et al. 2020).")
+    i.add_argument("--data", type=existing_folder, required=True,
+                   help="ImageNet training folder (class folders, e.g. n01440764/)")
+    i.add_argument("--val", type=existing_folder, required=True,
+                   help="ImageNet validation folder in the same layout")
+    i.add_argument("--v2", type=existing_folder, help="ImageNetV2 MatchedFrequency folder (class folders 0..999)")
+    i.add_argument("--class-index", type=existing_file,
+                   help="imagenet_class_index.json mapping the training and validation folders' "
+                        "names to ImageNet-1k indices (default: sorted folder names, which are the "
+                        "standard indices when all 1,000 wnid folders are present)")
+    i.add_argument("--size", type=int, default=32, help="image side after resize + center crop (default 32)")
+    i.add_argument("--train-limit", type=int, default=10000,
+                   help="training images, spread evenly over the folder (default 10000)")
+    i.add_argument("--test-limit", type=int, default=2000,
+                   help="images from each test folder (default 2000)")
+    i.add_argument("--sizes", type=positive_ints,
+                   help="training-set sizes, multiples of the number of classes (default: all loaded)")
+    _common_arguments(i, pathlib.Path("results-imagenet"), "scattering,kernel")
+    i.set_defaults(run=run_imagenet, parser=i)
