@@ -4,13 +4,14 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import resource
+
+import jax
+import numpy as np
 
 
 def describe_machine() -> dict:
     """CPU model, core count, memory, library versions and the relevant environment variables."""
-    import jax
-    import numpy as np
-
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -37,8 +38,6 @@ def describe_machine() -> dict:
 def peak_rss_gib() -> float:
     """Peak resident memory of this process image, GiB: VmHWM from /proc/self/status (ru_maxrss
     would also count a parent's memory inherited through fork before exec)."""
-    import resource
-
     try:
         with open("/proc/self/status") as f:
             kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))

@@ -11,14 +11,15 @@ import pathlib
 import textwrap
 
 import numpy as np
+from matplotlib.figure import Figure
+
 from ..kernels._shared.atomic import atomic_write
+from .machine import describe_machine
 
 
 def write_json(path: str | pathlib.Path, payload: dict) -> pathlib.Path:
     """Write ``payload`` as indented JSON, atomically (a crash never leaves a half-written file).
     Adds ``machine`` (:func:`describe_machine`) unless the payload already has one."""
-    from .machine import describe_machine
-
     payload = payload if "machine" in payload else {**payload, "machine": describe_machine()}
     text = json.dumps(payload, indent=2, default=_plain) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
@@ -90,8 +91,6 @@ def accuracy_table(summary: list[dict]) -> str:
 def plot_accuracy_vs_n(summary: list[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
     """PNG of test accuracy against the training-set size n (log x), one line per method, error
     bars of one standard deviation over trials (none for single trials)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     for method in dict.fromkeys(row["method"] for row in summary):
@@ -115,8 +114,6 @@ def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0:
     """PNG of re-collected vs original test accuracy (``models``: ``{"name", "orig", "new"}``,
     fractions) on logit axes, where the fit logit(new) = b1 logit(orig) + b0 is a straight line;
     the dashed diagonal is new = orig (no drop)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(5.6, 5.0), layout="constrained")
     ax = fig.add_subplot()
     values = [m[key] for m in models for key in ("orig", "new")]
@@ -148,8 +145,6 @@ def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0:
 def plot_full_data(records: list[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
     """PNG of a full-data run: left, test accuracy against the training images each method reached
     within its budget (log x); right, each method's projected time for the full data set (log)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(9.6, 4.0), layout="constrained")
     left, right = fig.subplots(1, 2)
     for i, r in enumerate(records):

@@ -1,6 +1,9 @@
-"""Scattering baselines on CIFAR-10 and ImageNet, on this machine; JSON to benchmarks/results/.
+"""Scattering baselines on CIFAR-10 and ImageNet, on this machine; JSON to ``--out`` (default
+benchmarks/results/scattering_bench.json, relative to the current directory). Data come from the
+data folder: ``--data``, else $TANGENTLESS_DATA, else ~/.cache/tangentless
+(:func:`tangentless.benchmarks.datasets.resolve_data`).
 
-1. ``cifar-exact``: the exact CIFAR-10 subset (4,000 train / 1,000 test) in ../shared/data.
+1. ``cifar-exact``: the exact CIFAR-10 subset (4,000 train / 1,000 test), ``cifar10/`` there.
    Scattering (J=2, L=8, order 2: 243 channels at 8x8) computed once, then side by side:
    scattering + linear, scattering + ISTC + linear, scattering + ISTC + MLP (SGD, ``--epochs``),
    and scattering + kernel ridge (``tangentless.solvers``, alpha by exact leave-one-out).
@@ -9,25 +12,38 @@
    ``--jpeg-epochs`` epochs: accuracy, images/s of each stage, and the projected GPU cost of the
    paper's full configuration from its multiply-add count.
 3. ``imagenet``: images/s through the whole pipeline (JPEG decode + resize 256 / crop 224,
-   J=4 scattering, the paper's model forward and backward with the linear head) on the 100 shared
-   JPEGs, and the projected cost of one epoch (1,281,167 images) at that rate.
+   J=4 scattering, the paper's model forward and backward with the linear head) on the 100
+   JPEGs of ``imagenet/jpeg_subset100/``, and the projected cost of one epoch (1,281,167 images) at
+   that rate.
 
 Usage: python -m tangentless.benchmarks.scattering_bench [--parts cifar-exact cifar-jpeg imagenet]
-       [--epochs 30] [--jpeg-epochs 10] [--out benchmarks/results/scattering_bench.json]
+       [--epochs 30] [--jpeg-epochs 10] [--data FOLDER] [--out benchmarks/results/scattering_bench.json]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+from ..kernels._shared.defaults import SCATTERING_ALPHAS
+from ..scattering import (ISTCConfig, ImageFolder, ModelConfig, iterate_batches, model, num_channels,
+                          scatter, scattering_fn, train)
+from ..scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
+from ..scattering.train import TrainConfig
+from ..solvers import KernelRidgeClassifier
+from .datasets import load_packed_jpeg_npz, resolve_data
+from .machine import describe_machine, peak_rss_gib
+
+DEFAULT_OUT = pathlib.Path("benchmarks/results/scattering_bench.json")
 IMAGENET_TRAIN_IMAGES = 1_281_167
 # Published reference points (../shared/reference/scattering.md), for the report only.
 REFERENCE = {"cifar10_scattering_J2_linear_full_data": 0.705,
@@ -40,9 +56,9 @@ def _timed(fn):
     return out, time.perf_counter() - tic
 
 
-def _cifar_exact():
-    """uint8 NHWC train/test images and labels of the exact subset."""
-    path = SHARED / "cifar10"
+def _cifar_exact(data: pathlib.Path | None):
+    """uint8 NHWC train/test images and labels of the exact subset in the data folder."""
+    path = resolve_data("cifar10", data)
     if not (path / "train.npz").exists():
         sys.exit(f"the exact CIFAR-10 subset is missing at {path}")
     with np.load(path / "train.npz") as tr, np.load(path / "test.npz") as te:
@@ -51,8 +67,6 @@ def _cifar_exact():
 
 def _model_configs(n_classes: int) -> dict:
     """The CPU configurations compared on CIFAR (sizes: the reference's cheap CPU setting)."""
-    from tangentless.scattering import ISTCConfig, ModelConfig
-
     istc = ISTCConfig(dictionary_size=512, n_iter=8)
     return {
         "scattering + linear": ModelConfig(n_classes=n_classes, projection=None, sparse=False),
@@ -63,10 +77,6 @@ def _model_configs(n_classes: int) -> dict:
 
 
 def _train_and_test(config, train_config, features, labels, test_features, test_labels) -> dict:
-    import dataclasses
-
-    from tangentless.scattering import train
-
     result, seconds = _timed(lambda: train.fit(config, train_config, labels, features=features,
                                                progress=True))
     scores = train.evaluate(result.params, result.state, config, test_labels,
@@ -80,21 +90,15 @@ def _train_and_test(config, train_config, features, labels, test_features, test_
 
 
 def _kernel_ridge(features, labels, test_features, test_labels) -> dict:
-    """Standardized flattened scattering, linear and RBF kernels, alpha by exact LOO."""
-    from tangentless.solvers import KernelRidgeClassifier
-
-    flat = features.reshape(len(features), -1).astype(np.float64)
-    flat_test = test_features.reshape(len(test_features), -1).astype(np.float64)
-    mean, std = flat.mean(0), flat.std(0) + 1e-8
-    a, b = (flat - mean) / std, (flat_test - mean) / std
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    """Standardized flattened scattering (unit-norm rows), linear and RBF kernels, alpha by exact
+    LOO (the rows of :class:`~tangentless.scattering.ScatteringRidgeClassifier`)."""
+    stats = feature_standardization(features)
+    a, b = scattering_rows(features, stats), scattering_rows(test_features, stats)
     out = {}
     for name, kernel in (("linear", lambda x, y: x @ y.T),
-                         ("rbf (gamma=1 on unit-norm rows)",
-                          lambda x, y: np.exp(-np.maximum(2 - 2 * x @ y.T, 0)))):
+                         ("rbf (gamma=1 on unit-norm rows)", rbf_kernel)):
         def fit_predict():
-            clf = KernelRidgeClassifier(alphas=np.logspace(-6, 1, 8)).fit(kernel(a, a), labels)
+            clf = KernelRidgeClassifier(alphas=SCATTERING_ALPHAS).fit(kernel(a, a), labels)
             return clf, clf.score(kernel(b, a), test_labels)
         (clf, accuracy), seconds = _timed(fit_predict)
         out[name] = {"test_top1": accuracy, "alpha": clf.alpha_, "loo_top1": clf.loo_score_,
@@ -102,11 +106,8 @@ def _kernel_ridge(features, labels, test_features, test_labels) -> dict:
     return out
 
 
-def cifar_exact(epochs: int) -> dict:
-    from tangentless.scattering import scatter
-    from tangentless.scattering.train import TrainConfig
-
-    train_x, train_y, test_x, test_y = _cifar_exact()
+def cifar_exact(epochs: int, data: pathlib.Path | None = None) -> dict:
+    train_x, train_y, test_x, test_y = _cifar_exact(data)
     (features, test_features), seconds = _timed(lambda: (scatter(train_x, J=2), scatter(test_x, J=2)))
     out = {"data": "exact CIFAR-10 subset: first 4,000 train / 1,000 test images (official order)",
            "scattering": {"J": 2, "L": 8, "max_order": 2, "shape": list(features.shape[1:]),
@@ -138,14 +139,8 @@ def paper_multiply_adds(h: int, w: int, in_channels: int, projection: int = 256,
     return out
 
 
-def cifar_jpeg(epochs: int) -> dict:
-    from tangentless.scattering import scatter
-    from tangentless.scattering.model import ModelConfig
-    from tangentless.scattering.train import TrainConfig
-
-    from .datasets import load_packed_jpeg_npz
-
-    path = SHARED / "cifar10_jpeg"
+def cifar_jpeg(epochs: int, data: pathlib.Path | None = None) -> dict:
+    path = resolve_data("cifar10_jpeg", data)
     (train_x, train_y), decode_s = _timed(lambda: load_packed_jpeg_npz(path / "train.npz"))
     test_x, test_y = load_packed_jpeg_npz(path / "test.npz")
     features, scatter_s = _timed(lambda: scatter(train_x, J=2))
@@ -165,23 +160,16 @@ def cifar_jpeg(epochs: int) -> dict:
     }
 
 
-def imagenet(batch: int) -> dict:
+def imagenet(batch: int, data: pathlib.Path | None = None) -> dict:
     """Throughput of decode -> J=4 scattering -> the paper's model (linear head), fwd + bwd."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from tangentless.scattering import ImageFolder, iterate_batches, num_channels, scattering_fn
-    from tangentless.scattering import model
-
-    src = SHARED / "imagenet" / "jpeg_subset100"
+    src = resolve_data("imagenet/jpeg_subset100", data)
     if not src.exists():
         sys.exit(f"the ImageNet sample is missing at {src}")
     with tempfile.TemporaryDirectory() as root:
         for f in sorted(src.iterdir()):  # an ImageFolder tree of symlinks: <wnid>/<file>
             (pathlib.Path(root) / f.name.split("_")[0]).mkdir(exist_ok=True)
             (pathlib.Path(root) / f.name.split("_")[0] / f.name).symlink_to(f)
-        folder = ImageFolder(root, class_index=SHARED / "imagenet" / "imagenet_class_index.json")
+        folder = ImageFolder(root, class_index=resolve_data("imagenet/imagenet_class_index.json", data))
 
         def decode_all():
             return [(x, y) for x, y in iterate_batches(folder, batch, train=True, seed=0)]
@@ -222,7 +210,7 @@ def imagenet(batch: int) -> dict:
     total = sum(per_image.values())
     macs = paper_multiply_adds(14, 14, k, classes=1000)
     return {
-        "data": f"{len(folder)} ImageNet JPEGs (one per class, ../shared/data/imagenet/jpeg_subset100)",
+        "data": f"{len(folder)} ImageNet JPEGs (one per class, {src})",
         "pipeline": "decode + random-resized-crop 224 + flip (threads) -> phase scattering J=4 L=8 "
                     f"({k} channels at 14x14) -> projection 256, ISTC 2048 atoms x 12 iterations, "
                     "batch norm, 5x5 pool, linear head: forward + backward",
@@ -247,29 +235,31 @@ def gpu_projection(macs_per_image: int, images: int, epochs: int = 160) -> dict:
 
 
 def main(argv=None) -> int:
-    from .machine import describe_machine, peak_rss_gib
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", default=["cifar-exact", "cifar-jpeg", "imagenet"],
                         choices=["cifar-exact", "cifar-jpeg", "imagenet"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--jpeg-epochs", type=int, default=10)
     parser.add_argument("--imagenet-batch", type=int, default=16)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "scattering_bench.json")
+    parser.add_argument("--data", type=pathlib.Path,
+                        help="data folder holding cifar10/, cifar10_jpeg/ and imagenet/ (default: "
+                             "$TANGENTLESS_DATA, else ~/.cache/tangentless)")
+    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
+                        help=f"the JSON report, relative to the current directory (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     report = {"machine": describe_machine(), "command": " ".join(sys.argv), "reference": REFERENCE}
     if args.out.exists():  # parts run separately accumulate in one file
         report = {**json.loads(args.out.read_text()), **report}
     if "cifar-exact" in args.parts:
-        report["cifar_exact"] = cifar_exact(args.epochs)
+        report["cifar_exact"] = cifar_exact(args.epochs, args.data)
     if "cifar-jpeg" in args.parts:
-        report["cifar_jpeg"] = cifar_jpeg(args.jpeg_epochs)
+        report["cifar_jpeg"] = cifar_jpeg(args.jpeg_epochs, args.data)
         # the paper's model on CIFAR's J=2 maps: 8x8 pixels, 3 x 81 channels, 10 classes, pool 3
         macs = paper_multiply_adds(8, 8, 243, pool=3, classes=10)
         report["cifar_jpeg"]["paper_model_on_cifar"] = {
             "multiply_adds_per_image": macs, **gpu_projection(macs["total"], 50_000)}
     if "imagenet" in args.parts:
-        report["imagenet"] = imagenet(args.imagenet_batch)
+        report["imagenet"] = imagenet(args.imagenet_batch, args.data)
         macs = report["imagenet"]["model_multiply_adds_per_image"]["total"]
         report["imagenet"]["gpu_projection"] = gpu_projection(macs, IMAGENET_TRAIN_IMAGES)
     report["peak_rss_gib"] = peak_rss_gib()

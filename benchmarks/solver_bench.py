@@ -9,15 +9,18 @@
 3. Block coordinate descent on an n x n float32 kernel stored in Zarr (default 40k): seconds and
    residual per epoch, and peak memory of a process that only runs BCD.
 
-The kernel is an RBF kernel on normalized pixels of the JPEG copy of CIFAR-10 in
-../shared/data (test accuracy on the JPEG copy runs a few points below the original images; the
-point here is solver speed and agreement, not the kernel). Writes benchmarks/results/solver_bench.json.
+The kernel is an RBF kernel on normalized pixels of the JPEG copy of CIFAR-10, ``cifar10_jpeg/`` in
+the data folder (``--data``, else $TANGENTLESS_DATA, else ~/.cache/tangentless; test accuracy on the
+JPEG copy runs a few points below the original images; the point here is solver speed and
+agreement, not the kernel). Writes ``--out`` (default benchmarks/results/solver_bench.json,
+relative to the current directory).
 ``--backend`` picks where tangentless' solvers run ("scipy": host LAPACK; "jax": float64 on JAX's
 default device, e.g. a GPU; default: JAX where it sees a GPU) and is recorded in the JSON (jax
 times include its compilation of each new array shape; BCD adds the device's peak memory);
 scikit-learn always runs on the host.
 Usage: python -m tangentless.benchmarks.solver_bench [--sizes 2000 5000 10000 20000]
        [--convergence-n 10000] [--bcd-n 40000] [--bcd-epochs 3] [--backend scipy|jax]
+       [--data FOLDER] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -29,23 +32,36 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
+import zarr
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.metrics import make_scorer
+from sklearn.model_selection import GridSearchCV
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-SHARED_JPEG = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_jpeg"
-ALPHAS = np.logspace(-6, 1, 8)
+from ..kernels._shared.defaults import SCATTERING_ALPHAS
+from ..solvers import KernelRidgeClassifier, default_backend
+from ..solvers.direct import solve_cholesky
+from ..solvers.iterative import bcd, pcg
+from ..solvers.nystrom import nystrom_fit, uniform_centers
+from .datasets import load_packed_jpeg_npz, resolve_data
+from .machine import describe_machine, peak_rss_gib
+
+#: the alphas searched (the grid for RBF kernels of normalized features)
+ALPHAS = np.asarray(SCATTERING_ALPHAS)
 TEST_IMAGES = 2000
+DEFAULT_OUT = pathlib.Path("benchmarks/results")
 
 
-def normalized_features(n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def normalized_features(n_train: int, folder: pathlib.Path
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Flattened pixels, each image centred and scaled to unit norm (an RBF on these beat ZCA-whitened
-    pixels: 41% vs 33-42% test accuracy at n=2000): train (n_train, 3072), labels, test, labels."""
-    from .datasets import load_packed_jpeg_npz
-
-    if not SHARED_JPEG.exists():
-        sys.exit(f"the solver benchmark needs the CIFAR-10 JPEG copy at {SHARED_JPEG}")
-    train, train_labels = load_packed_jpeg_npz(SHARED_JPEG / "train.npz", limit=n_train)
-    test, test_labels = load_packed_jpeg_npz(SHARED_JPEG / "test.npz")
+    pixels: 41% vs 33-42% test accuracy at n=2000): train (n_train, 3072), labels, test, labels,
+    from the CIFAR-10 JPEG copy in ``folder`` (train.npz, test.npz)."""
+    if not folder.exists():
+        sys.exit(f"the solver benchmark needs the CIFAR-10 JPEG copy at {folder} (pass --data)")
+    train, train_labels = load_packed_jpeg_npz(folder / "train.npz", limit=n_train)
+    test, test_labels = load_packed_jpeg_npz(folder / "test.npz")
     pick = np.arange(0, len(test), len(test) // TEST_IMAGES)[:TEST_IMAGES]  # the file is class-major
     def flat(images):
         rows = images.reshape(len(images), -1).astype(np.float64)
@@ -75,19 +91,12 @@ def bandwidth(features: np.ndarray) -> float:
 
 
 def accuracy_scorer():
-    from sklearn.metrics import make_scorer
-
     return make_scorer(lambda y, p: float(np.mean(np.argmax(y, 1) == np.argmax(p, 1))))
 
 
 def compare_with_sklearn(k_train, y_train, k_test, y_test, backend: str) -> dict:
     """Both ways of choosing alpha in tangentless (exact LOO from one eigendecomposition; a
     stratified 20% hold-out with one Cholesky per alpha, then a refit) against GridSearchCV."""
-    from sklearn.kernel_ridge import KernelRidge
-    from sklearn.model_selection import GridSearchCV
-
-    from tangentless.solvers import KernelRidgeClassifier
-
     out = {"n": len(k_train)}
     for selection in ("loo", "holdout"):
         start = time.perf_counter()
@@ -113,10 +122,6 @@ def compare_with_sklearn(k_train, y_train, k_test, y_test, backend: str) -> dict
 
 def convergence(k_train, y_train, k_test, y_test, alpha: float, backend: str) -> dict:
     """CG and Nystrom against the direct (Cholesky) solution at one alpha."""
-    from tangentless.solvers.direct import solve_cholesky
-    from tangentless.solvers.iterative import pcg
-    from tangentless.solvers.nystrom import nystrom_fit, uniform_centers
-
     y = np.eye(10)[y_train]
     start = time.perf_counter()
     direct = solve_cholesky(k_train, y, alpha, backend=backend)
@@ -146,8 +151,6 @@ def convergence(k_train, y_train, k_test, y_test, alpha: float, backend: str) ->
 
 def write_zarr_kernel(features, gamma: float, path: pathlib.Path, rows_per_chunk: int = 1000):
     """The RBF kernel of ``features`` as a float32 Zarr array, written in row blocks."""
-    import zarr
-
     n = len(features)
     store = zarr.create_array(path, shape=(n, n), chunks=(rows_per_chunk, n), dtype="float32",
                               compressors=None)
@@ -161,8 +164,6 @@ def device_peak_gib(backend: str) -> float | None:
     the device keeps no statistics, as on the CPU)."""
     if backend != "jax":
         return None
-    import jax
-
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return None if peak is None else round(peak / 2 ** 30, 3)
@@ -171,11 +172,6 @@ def device_peak_gib(backend: str) -> float | None:
 def run_bcd(path: str, labels: str, alpha: float, epochs: int, block_size: int,
             backend: str) -> dict:
     """Child process: BCD on the stored kernel; returns per-epoch residuals and peak memory."""
-    import zarr
-
-    from tangentless.benchmarks.machine import peak_rss_gib
-    from tangentless.solvers.iterative import bcd
-
     kernel = zarr.open_array(path, mode="r")
     y = np.eye(10)[np.load(labels)]
     start = time.perf_counter()
@@ -198,22 +194,23 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", choices=("scipy", "jax"), default=None,
                         help="where tangentless' solvers run (default: jax where JAX sees a GPU)")
     parser.add_argument("--bcd-child", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=pathlib.Path,
+                        help="data folder holding cifar10_jpeg/ (default: $TANGENTLESS_DATA, else "
+                             "~/.cache/tangentless)")
     parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help="default: results/solver_bench.json, or solver_bench_jax.json for "
-                             "the jax backend")
+                        help=f"default: {DEFAULT_OUT}/solver_bench.json, or solver_bench_jax.json "
+                             "for the jax backend (relative to the current directory)")
     args = parser.parse_args(argv)
     if args.bcd_child:
         print(json.dumps(run_bcd(**json.loads(args.bcd_child))))
         return
 
-    from tangentless.benchmarks.machine import describe_machine
-    from tangentless.solvers import default_backend
-
     backend = args.backend or default_backend()
-    out = args.out or RESULTS / ("solver_bench.json" if backend == "scipy"
+    out = args.out or DEFAULT_OUT / ("solver_bench.json" if backend == "scipy"
                                  else f"solver_bench_{backend}.json")
     n_max = max([*args.sizes, args.convergence_n, args.bcd_n])
-    train, train_labels, test, test_labels = normalized_features(n_max)
+    train, train_labels, test, test_labels = normalized_features(
+        n_max, resolve_data("cifar10_jpeg", args.data))
     gamma = bandwidth(train)
     report = {"benchmark": "solver_bench", "machine": describe_machine(), "backend": backend,
               "alphas": ALPHAS.tolist(),
