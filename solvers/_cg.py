@@ -38,8 +38,8 @@ def batched_cg(matvec: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
     precondition: (n, k) -> P^-1 @ (n, k), or None. Column j stops when its recursively updated
     residual ||r_j|| / ||y_j|| <= tol. ``desc`` names the solver in errors and the progress bar.
     Returns x (n, c), iterations, residual norms (iterations + 1, c) (frozen once a column
-    converged), converged (c,) bool. NegativeCurvature (a ValueError) if p^T A p <= 0 (A is not positive
-    definite).
+    converged), converged (c,) bool. NegativeCurvature (a ValueError) if p^T A p <= 0 (A is not
+    positive definite).
     """
     scale = _column_scales(y)
     x = np.zeros_like(y)

@@ -62,15 +62,14 @@ def _not_positive_definite(alpha: float, lo: float, hi: float, psd_rtol: float, 
                            max_jitter: float) -> NotPositiveDefiniteError:
     """The error for K + alpha I whose K has extreme eigenvalues ``lo``, ``hi``."""
     report = indefiniteness_report(f"K + alpha I (alpha={alpha:.3g})", lo + alpha, hi + alpha)
-    if jitter:
-        advice = f"jitter up to {max_jitter:g} x the mean diagonal did not help"
-    elif within_tolerance(lo, hi, psd_rtol):
-        advice = (f"K is PSD within psd_rtol={psd_rtol:g} but singular: use alpha > 0, or "
-                  "jitter=True")
+    if within_tolerance(lo, hi, psd_rtol):
+        advice = f"K is PSD within psd_rtol={psd_rtol:g} but singular: use alpha > 0"
+        advice += "" if jitter else ", or jitter=True"
     else:
-        advice = f"K's smallest eigenvalue is {lo / hi:.2e} x its largest, " + psd_advice(
-            psd_rtol, jitter=True)
-    return NotPositiveDefiniteError(f"{report}; {advice}")
+        ratio = f"{lo / hi:.2e} x its largest" if hi > 0 else f"{lo:.3e}"
+        advice = f"K's smallest eigenvalue is {ratio}, " + psd_advice(psd_rtol, jitter=not jitter)
+    tried = f"jitter up to {max_jitter:g} x the mean diagonal did not help; " if jitter else ""
+    return NotPositiveDefiniteError(f"{report}; {tried}{advice}")
 
 
 def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-2,
