@@ -21,6 +21,10 @@ def _model_config(fields: dict) -> model.ModelConfig:
     return model.ModelConfig(**dict(fields, istc=sparse_coding.ISTCConfig(**fields["istc"])))
 
 
+#: the defaults of the model, ISTC and training settings, read by the classifier's parameters
+_MODEL, _ISTC, _TRAIN = model.ModelConfig(), sparse_coding.ISTCConfig(), train.TrainConfig()
+
+
 class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """The sparse scattering network of Zarka et al. (ICLR 2020) as a scikit-learn classifier.
 
@@ -44,11 +48,13 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     ``save(path)`` / ``load(path)``: the fitted classifier as arrays + JSON (no pickle).
     """
 
-    def __init__(self, J=2, L=8, max_order=2, phase=False, projection=256, kernel_size=1,
-                 dictionary_size=2048, n_iter=12, tied=True, lambda_star=0.05, lambda_star_min=0.05,
-                 head="linear", hidden=4096, dropout=0.3, pool_size=None, sparse=True, epochs=10,
-                 batch_size=128, lr=0.01, step_epochs=60, momentum=0.9, weight_decay=1e-4,
-                 augment=False, cache_dir=None, checkpoint_dir=None, random_state=0, progress=False):
+    def __init__(self, J=2, L=8, max_order=2, phase=False, projection=_MODEL.projection,
+                 kernel_size=_MODEL.kernel_size, dictionary_size=_ISTC.dictionary_size, n_iter=_ISTC.n_iter,
+                 tied=_ISTC.tied, lambda_star=_ISTC.lambda_star, lambda_star_min=_ISTC.lambda_star_min,
+                 head=_MODEL.head, hidden=_MODEL.hidden, dropout=_MODEL.dropout, pool_size=_MODEL.pool_size,
+                 sparse=_MODEL.sparse, epochs=_TRAIN.epochs, batch_size=_TRAIN.batch_size, lr=_TRAIN.lr,
+                 step_epochs=_TRAIN.step_epochs, momentum=_TRAIN.momentum, weight_decay=_TRAIN.weight_decay,
+                 augment=_TRAIN.augment, cache_dir=None, checkpoint_dir=None, random_state=0, progress=False):
         self.J = J
         self.L = L
         self.max_order = max_order

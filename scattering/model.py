@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..kernels._shared.batch_norm import batch_norm
-from ..kernels._shared.standardize import fit_standardization, standardize
+from ..kernels._shared.standardize import standardize
 from . import sparse_coding
 
 HEADS = ("linear", "mlp")
@@ -113,7 +113,7 @@ def head_inputs(config: ModelConfig, shape: tuple[int, int, int]) -> int:
 
 def init(key: jax.Array, config: ModelConfig, feature_shape, standardization: dict | None = None):
     """(params, state) for features of shape (h, w, K). ``standardization``: {"mean", "std"} (K,)
-    from :func:`fit_standardization` (default: identity)."""
+    from :func:`~tangentless.kernels._shared.standardize.fit_standardization` (default: identity)."""
     h, w, k = feature_shape
     kp, ki, kh = jax.random.split(key, 3)
     params, state = {}, {}

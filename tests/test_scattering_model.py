@@ -9,6 +9,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from tangentless.kernels._shared.standardize import fit_standardization
 from tangentless.kernels._shared.training import decay_mask
 from tangentless.scattering import frontend, model, train
 from tangentless.scattering.estimators import SparseScatteringClassifier
@@ -23,11 +24,11 @@ def _features(n=6, h=8, w=8, k=12):
 
 def test_standardization_and_pixel_l2_normalization_brute_force():
     x = np.asarray(_features())
-    stats = model.fit_standardization(x, chunk=4)
+    stats = fit_standardization(x, chunk=4)
     flat = x.reshape(-1, 12).astype(np.float64)
     np.testing.assert_allclose(stats["mean"], flat.mean(0), rtol=1e-6)
     np.testing.assert_allclose(stats["std"], flat.std(0), rtol=1e-6)
-    streamed = model.fit_standardization(iter([x[:1], x[1:5], x[5:]]))
+    streamed = fit_standardization(iter([x[:1], x[1:5], x[5:]]))
     np.testing.assert_allclose(streamed["std"], stats["std"], rtol=1e-6)
 
     config = model.ModelConfig(projection=None, sparse=False)
@@ -43,7 +44,7 @@ def test_standardization_and_pixel_l2_normalization_brute_force():
 def test_constant_channel_gets_unit_std():
     x = np.array(_features())
     x[..., 3] = 7.25
-    assert model.fit_standardization(x, chunk=5)["std"][3] == 1.0
+    assert fit_standardization(x, chunk=5)["std"][3] == 1.0
 
 
 def test_reflect_padded_3x3_projection_brute_force():
@@ -97,7 +98,7 @@ def test_gradients_reach_every_parameter(options):
     istc = ISTCConfig(dictionary_size=16, n_iter=3, tied=options.pop("tied"))
     config = model.ModelConfig(istc=istc, n_classes=3, projection=8, hidden=12, **options)
     x = _features(4)
-    params, state = model.init(jax.random.key(1), config, x.shape[1:], model.fit_standardization(np.asarray(x)))
+    params, state = model.init(jax.random.key(1), config, x.shape[1:], fit_standardization(np.asarray(x)))
     y = jnp.array([0, 1, 2, 1])
 
     def loss(p):

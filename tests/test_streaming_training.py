@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tangentless.kernels._shared.images import to_unit_range
+from tangentless.kernels._shared.standardize import fit_standardization
 from tangentless.scattering import frontend, imagenet, model, train
 from tangentless.scattering.imagenet import ImageFolder
 from tangentless.scattering.sparse_coding import ISTCConfig
@@ -74,7 +75,7 @@ def test_streamed_training_learns_and_evaluates(folder):
     assert last["test_top5"] == 1.0 and last["images_per_s"] > 0 and 0 < last["coherence"] < 1
 
     # standardization: all 24 images (fewer than standardization_images), evaluation transform
-    stats = model.fit_standardization(np.asarray(scattering(to_unit_range(
+    stats = fit_standardization(np.asarray(scattering(to_unit_range(
         _eval_images(folder, range(len(folder)))))))
     np.testing.assert_allclose(result.state["standardize"]["mean"], stats["mean"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.state["standardize"]["std"], stats["std"], rtol=1e-5)
@@ -116,7 +117,7 @@ def test_resume_is_bit_for_bit_and_another_folder_is_refused(folder, folder_root
     # standardization: the first 10 images of the documented seeded order, evaluation transform
     images, _ = next(imagenet.iterate_batches(folder, 10, train=False, shuffle=True, seed=(3, 0, 1),
                                               size=SIZE, resize=RESIZE))
-    stats = model.fit_standardization(np.asarray(_patches(to_unit_range(images))))
+    stats = fit_standardization(np.asarray(_patches(to_unit_range(images))))
     np.testing.assert_allclose(straight.state["standardize"]["mean"], stats["mean"], rtol=1e-6)
     np.testing.assert_allclose(straight.state["standardize"]["std"], stats["std"], rtol=1e-6)
 
