@@ -1,7 +1,8 @@
 """Kernel ridge solvers: direct (Cholesky), the eigen regularization path with exact leave-one-out,
 block coordinate descent and preconditioned CG over block sources (arrays, memmaps, Zarr, kernels
 computed on demand), Nystrom / FALKON, and scikit-learn classifiers on precomputed kernels and on
-images. Each solver takes ``backend``: "scipy" (host), "jax" (float64 on JAX's default device)
+images (which save and load themselves: ``est.save(path)``, ``Cls.load(path)``, arrays + JSON, no
+pickle). Each solver takes ``backend``: "scipy" (host), "jax" (float64 on JAX's default device)
 or None (``default_backend()``: JAX where it sees a GPU, else scipy)."""
 from ._backend import default_backend
 from .blocks import BlockSource, as_block_source
