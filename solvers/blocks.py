@@ -183,17 +183,25 @@ def _numpy_source(arr: np.ndarray, name: str) -> BlockSource:
                        in_memory=not _is_memory_mapped(arr), dtype=arr.dtype)
 
 
-def _chunk_bands(index: Index, n: int, chunk: int) -> list[tuple[np.ndarray, Index]]:
-    """``index`` into an axis of length n split by chunks of ``chunk``: (positions in the
-    result, the part of ``index`` inside one chunk) for each chunk it touches."""
+def _chunk_bands(index: Index, chunk: int) -> list[tuple[Index, Index]]:
+    """``index`` into an axis split by chunks of ``chunk``: (positions in the result, the part
+    of ``index`` inside one chunk) for each chunk it touches; slices stay slices."""
     if isinstance(index, slice):
         start, stop = index.start, index.stop
-        return [(np.arange(lo - start, min(stop, lo - lo % chunk + chunk) - start),
-                 slice(lo, min(stop, lo - lo % chunk + chunk)))
-                for lo in [start] + list(range(start - start % chunk + chunk, stop, chunk))
-                if lo < stop]
+        edges = [start] + list(range(start - start % chunk + chunk, stop, chunk)) + [stop]
+        return [(slice(lo - start, hi - start), slice(lo, hi))
+                for lo, hi in zip(edges[:-1], edges[1:]) if lo < hi]
     band = index // chunk
     return [(np.flatnonzero(band == b), index[band == b]) for b in np.unique(band)]
+
+
+def _outer(rows: Index, cols: Index):
+    """The index of the (rows x cols) sub-block of a 2-D array: slices as they are, index
+    arrays as an open mesh."""
+    if isinstance(rows, slice) and isinstance(cols, slice):
+        return rows, cols
+    as_array = [np.arange(i.start, i.stop) if isinstance(i, slice) else i for i in (rows, cols)]
+    return np.ix_(*as_array)
 
 
 def _store_name(arr) -> str:
@@ -218,10 +226,10 @@ def _zarr_source(arr, name: str) -> BlockSource:
 
     def read(rows, cols):
         out = np.empty((_length(rows, arr.shape[0]), _length(cols, arr.shape[1])), arr.dtype)
-        for out_rows, chunk_rows in _chunk_bands(rows, arr.shape[0], chunks[0]):
-            for out_cols, chunk_cols in _chunk_bands(cols, arr.shape[1], chunks[1]):
+        for out_rows, chunk_rows in _chunk_bands(rows, chunks[0]):
+            for out_cols, chunk_cols in _chunk_bands(cols, chunks[1]):
                 try:
-                    out[np.ix_(out_rows, out_cols)] = arr.oindex[chunk_rows, chunk_cols]
+                    out[_outer(out_rows, out_cols)] = arr.oindex[chunk_rows, chunk_cols]
                 except (ValueError, OSError) as err:
                     first = (chunk_rows.start if isinstance(chunk_rows, slice) else chunk_rows[0],
                              chunk_cols.start if isinstance(chunk_cols, slice) else chunk_cols[0])

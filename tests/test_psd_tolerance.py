@@ -184,6 +184,17 @@ def test_a_gram_store_carries_its_tolerance(problem, tmp_path):
 
 # ----------------------------------------------------------------------------- item 12
 
+def test_zarr_blocks_read_chunk_by_chunk_match_the_array(problem, tmp_path):
+    k = problem[0]
+    source = as_block_source(write_store(tmp_path / "k.zarr", k))  # chunks of 15 x 15
+    rows, cols = np.array([40, 3, 17, 59, 16]), np.array([44, 0, 29, 30])
+    np.testing.assert_array_equal(source.block(slice(7, 52), slice(14, 46)), k[7:52, 14:46])
+    np.testing.assert_array_equal(source.block(rows, slice(7, 52)), k[rows, 7:52])
+    np.testing.assert_array_equal(source.block(slice(16, 17), cols), k[16:17][:, cols])
+    np.testing.assert_array_equal(source.block(rows, cols), k[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(source.diagonal(), np.diag(k))
+
+
 def test_unfinished_gram_store_blocks_say_resume(tmp_path):
     k = np.eye(30) + 0.1
     path = tmp_path / "gram.zarr"
