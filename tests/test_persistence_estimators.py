@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics.pairwise import rbf_kernel
 
 from tangentless.benchmarks.datasets import load_digits_images
+from tangentless.benchmarks.experiments.persist import load_model
 from tangentless.kernels import Conv, DirectSum, GlobalAvgPool, Relu, ZCAWhitening, project, serial
 from tangentless.kernels._shared.persist import ModelFileError
 from tangentless.scattering import ScatteringFeatures, ScatteringRidgeClassifier
@@ -120,6 +121,8 @@ def test_another_kind_of_file_is_refused(digits, tmp_path):
     path = ZCAWhitening().fit(x).save(tmp_path / "zca.npz")
     with pytest.raises(ModelFileError, match="holds a 'ZCAWhitening', not a 'KernelRidgeClassifier'"):
         KernelRidgeClassifier.load(path)
+    with pytest.raises(ModelFileError, match="holds a 'ZCAWhitening', not a 'tangentless-method'"):
+        load_model(path)   # the CLI's model files name their method; a bare estimator file is refused
     np.savez(tmp_path / "other.npz", images=np.zeros((1, 8, 8, 1)))
     with pytest.raises(ModelFileError, match="not a tangentless model file"):
         ScatteringRidgeClassifier.load(tmp_path / "other.npz")
