@@ -30,11 +30,11 @@ from ...kernels._shared.defaults import FULL_DATA_BUDGET_SECONDS
 from ...kernels._shared.digest import sha256
 from ...scattering import scatter
 from ..datasets import balanced_subset
-from ..report import format_seconds, markdown_table, percent, plot_full_data, write_json
+from ..report import format_seconds, markdown_table, percent, plot_full_data
 from .gram_cache import pool_test_pairs
 from .methods import (METHODS, all_params, describe, kernel_spec, make_estimator,
                       network_epochs)
-from .store import ResultStore
+from .store import ResultStore, write_results
 
 NAME = "full_data"
 FULL_SIZES = {"cifar10": (50_000, 10_000), "imagenet": (1_281_167, 50_000)}
@@ -159,13 +159,13 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
                    "rates": rates,
                    "full_projected_seconds": predict_seconds(method, params[method], rates,
                                                              full_train, full_test)})
-    return write_outputs(store.payload, out)
+    return write_outputs(store, out)
 
 
-def write_outputs(payload: dict, out: str | pathlib.Path) -> dict:
-    """Markdown table of a full-data payload (and the JSON, rewritten)."""
+def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
+    """Markdown table of a full-data store or payload (and the JSON, rewritten)."""
     out = pathlib.Path(out)
-    write_json(out / f"{NAME}.json", payload)
+    payload = write_results(source, out / f"{NAME}.json", lambda p: {})
     config = payload["config"]
     rows = [[r["method"], r["n_train"], percent(r["accuracy"]), format_seconds(r["seconds"]),
              format_seconds(r["predicted_seconds"]), format_seconds(r["full_projected_seconds"])]

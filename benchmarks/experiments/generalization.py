@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
-from ..report import markdown_table, percent, plot_robustness, write_json
+from ..report import markdown_table, percent, plot_robustness
 from .methods import METHODS, all_params, describe, make_estimator
-from .store import ResultStore
+from .store import ResultStore, write_results
 
 NAME = "generalization"
 IMAGENET_V2_FIT = {"b1": 0.923, "b0": -0.498,
@@ -114,15 +114,15 @@ def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.nda
         store.add({"method": method, "n": n, "name": f"{method} (n={n})", **accuracy,
                    "fit_seconds": round(fit_seconds, 3),
                    "predict_seconds": round(time.perf_counter() - tic - fit_seconds, 3)})
-    return write_outputs(store.payload, out)
+    return write_outputs(store, out)
 
 
-def write_outputs(payload: dict, out: str | pathlib.Path) -> dict:
-    """Analysis, Markdown table and plot of a generalization payload."""
+def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
+    """Analysis, Markdown table and plot of a generalization store or payload."""
     out = pathlib.Path(out)
-    analysis = analyze(payload["records"], payload["config"]["fit"])
-    payload = {**payload, "analysis": analysis}
-    write_json(out / f"{NAME}.json", payload)
+    payload = write_results(source, out / f"{NAME}.json",
+                            lambda p: {"analysis": analyze(p["records"], p["config"]["fit"])})
+    analysis = payload["analysis"]
     fit = analysis["fit"]
     rows = [[m["name"], percent(m["orig"]), percent(m["new"]), f"{100 * m['drop']:.2f}",
              f"{100 * m['rho']:+.2f}", f"{m['fit_seconds']:.1f}"] for m in analysis["models"]]

@@ -44,10 +44,10 @@ from ...scattering import scatter
 from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
 from ...solvers import KernelRidgeClassifier
 from ..datasets import balanced_subset
-from ..report import accuracy_table, markdown_table, plot_accuracy_vs_n, summarize, write_json
+from ..report import accuracy_table, markdown_table, plot_accuracy_vs_n, summarize
 from .gram_cache import pool_test_gram, pool_test_pairs
 from .methods import METHODS, all_params, describe, kernel_spec, make_estimator
-from .store import ResultStore
+from .store import ResultStore, write_results
 
 NAME = "small_data"
 
@@ -162,7 +162,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     }
     store = ResultStore(out / f"{NAME}.json", ("method", "n", "trial"), header,
                         sha256(resolved, train_images, train_labels, test_images, test_labels))
-    store.payload["sessions"][-1]["request"] = {
+    store.session["request"] = {
         "sizes": list(config.sizes), "methods": list(config.methods),
         "trials": [config.trials_for(n) for n in config.sizes]}
     jobs = [(m, n, t) for n in config.sizes for t in range(config.trials_for(n))
@@ -191,15 +191,15 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
             result = {"accuracy": float(np.mean(model.predict(test) == test_y))}
         store.add({"method": method, "n": n, "trial": trial, "seed": seed,
                    "seconds": round(time.perf_counter() - tic, 3), **result})
-    return write_outputs(store.payload, out)
+    return write_outputs(store, out)
 
 
-def write_outputs(payload: dict, out: str | pathlib.Path) -> dict:
-    """Summary, Markdown table and plot of a small-data payload (complete or partial)."""
+def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
+    """Summary, Markdown table and plot of a small-data store or payload (complete or partial)."""
     out = pathlib.Path(out)
-    summary = summarize(payload["records"])
-    payload = {**payload, "summary": summary}
-    write_json(out / f"{NAME}.json", payload)
+    payload = write_results(source, out / f"{NAME}.json",
+                            lambda p: {"summary": summarize(p["records"])})
+    summary = payload["summary"]
     config = payload["config"]
     methods = markdown_table(["method", "configuration"],
                              [[m, payload["methods"][m]] for m in dict.fromkeys(
