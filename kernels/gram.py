@@ -16,6 +16,7 @@ from .backend import resolve_backend
 from .engine import MemorySink, compute
 from .executors import InProcess
 from .layout import BlockLayout, default_block_size
+from .precision import check_pixel_range, kernel_dtype
 
 __all__ = ["gram", "prepare_images", "block_layout"]
 
@@ -25,7 +26,9 @@ SPEC_METHODS = ("pixel_kernel", "self_pixel_kernel", "output_size", "input_dtype
 
 def prepare_images(spec, x, y=None) -> tuple[np.ndarray, np.ndarray]:
     """Validated (x, y) for ``spec``, in ``spec.input_dtype``; y is x for the symmetric K(x, x).
-    TypeError for a spec without :data:`SPEC_METHODS`, ValueError for images it cannot take."""
+    TypeError for a spec without :data:`SPEC_METHODS`, ValueError for images it cannot take,
+    including pixel magnitudes the precision it computes in cannot carry through the kernel
+    (:func:`~.precision.check_pixel_range`; a blank image is fine)."""
     missing = [m for m in SPEC_METHODS if not hasattr(spec, m)]
     if missing:
         raise TypeError(f"spec must be a tangentless.kernels Layer, got {type(spec).__name__} "
@@ -38,6 +41,10 @@ def prepare_images(spec, x, y=None) -> tuple[np.ndarray, np.ndarray]:
     if size != (1, 1):
         raise ValueError(f"the spec maps {x.shape[1]}x{x.shape[2]} images to {size[0]}x{size[1]} maps; "
                          "end it with GlobalAvgPool() to get one number per image pair")
+    dtype = kernel_dtype(spec)
+    check_pixel_range(x, "x", dtype)
+    if y is not x:
+        check_pixel_range(y, "y", dtype)
     return x, y
 
 
@@ -62,6 +69,10 @@ def gram(spec, x, y=None, *, flip: bool = False, block_size: int | None = None,
     (horizontal flip), the kernel of training on originals plus mirror images, at twice the plain
     cost. The spec must end with a 1 x 1 map (e.g. GlobalAvgPool). The pixels enter the spec in
     float32, or in float64 where the spec starts with Cast("float64") (``spec.input_dtype``).
+    Images whose pixel magnitudes the narrowest precision the spec computes in cannot carry
+    through the kernel (x 1e20 or x 1e-20 in float32) are refused with a ValueError
+    (:mod:`~tangentless.kernels.precision`); a block with a NaN or inf is never accepted
+    (:class:`~tangentless.kernels.executors.NonFiniteBlockError`).
     block_size: images per block, i.e. per backend call (default: the compute backend's
     ``preferred_block_size``); on the JAX backend memory is set by the few image pairs evaluated
     per step (:func:`~tangentless.kernels.jax_backend.pairs_per_step`), not by the block.
@@ -82,6 +93,9 @@ def gram(spec, x, y=None, *, flip: bool = False, block_size: int | None = None,
     size, dtype, preprocessing, backend or library version is refused with a ValueError. K(x, x)
     is stored whole (both triangles). Layout and guarantees: :mod:`tangentless.kernels.store`.
     store_dtype: "float64" or "float32" (half the disk; blocks are computed in float64 either way).
+    The store records the kernel's PSD tolerance for the solvers, ``attrs["tangentless"]
+    ["psd_rtol"]`` (that of the narrower of the spec's :attr:`~.layers.Layer.kernel_dtype` and
+    store_dtype).
     preprocessing: a JSON-serializable dict recorded in the store and checked on resume (e.g.
     ``{"zca_bias": 1e-5}``); the input checksums cover the preprocessed images themselves.
 

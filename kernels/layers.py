@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from ._nonlin import arccos_kernel_1, gaussian_dual, polynomial_dual
 from .gram import gram as _gram
 from .network import network as _network
+from .precision import narrowest, psd_rtol
 
 __all__ = [
     "Layer", "Conv", "Relu", "Gaussian", "Polynomial", "Normalize", "AvgPool", "GlobalAvgPool",
@@ -100,6 +101,24 @@ class Layer(abc.ABC):
     def input_dtype(self) -> str:
         """The dtype the pixels enter this kernel in: float32, unless it starts with a Cast."""
         return "float32"
+
+    def cast_dtypes(self) -> tuple[str, ...]:
+        """The dtypes of the Casts in this spec, in order (none for a plain layer)."""
+        return ()
+
+    @property
+    def kernel_dtype(self) -> str:
+        """The narrowest dtype any stage of this kernel computes in: that of the pixels
+        (:attr:`input_dtype`) or of one of its Casts (float32 for mixed-precision Myrtles). It
+        sets the pixel magnitudes ``gram`` accepts (:mod:`tangentless.kernels.precision`)."""
+        return narrowest((self.input_dtype, *self.cast_dtypes()))
+
+    @property
+    def psd_rtol(self) -> float:
+        """How precise this kernel is: the relative size of the negative eigenvalues its rounding
+        alone gives a PSD Gram matrix (1e-5 where a stage computes in float32, 1e-8 in float64
+        throughout), the solvers' ``psd_rtol``; a Gram store records it."""
+        return psd_rtol(self.kernel_dtype)
 
     def gram(self, x, y=None, **options):
         """Gram matrix of this kernel; see :func:`tangentless.kernels.gram`."""
@@ -316,6 +335,9 @@ class Cast(Layer):
     def input_dtype(self) -> str:
         return self.dtype
 
+    def cast_dtypes(self) -> tuple[str, ...]:
+        return (self.dtype,)
+
     def kernel(self, k, info_x=None, info_y=None):
         return k.astype(self.dtype)
 
@@ -339,6 +361,9 @@ class Serial(Layer):
     @property
     def input_dtype(self) -> str:
         return self.layers[0].input_dtype if self.layers else "float32"
+
+    def cast_dtypes(self) -> tuple[str, ...]:
+        return tuple(d for layer in self.layers for d in layer.cast_dtypes())
 
     def output_size(self, size):
         for layer in self.layers:
@@ -418,6 +443,9 @@ class DirectSum(Layer):
             raise ValueError(f"DirectSum weights must be finite and >= 0, got {weights}")
         object.__setattr__(self, "branches", tuple(branches))
         object.__setattr__(self, "weights", weights)
+
+    def cast_dtypes(self) -> tuple[str, ...]:
+        return tuple(d for branch in self.branches for d in branch.cast_dtypes())
 
     def output_size(self, size):
         sizes = {b.output_size(size) for b in self.branches}

@@ -116,6 +116,5 @@ class BlockLayout:
         and ``writer`` for block (i, j); ``images`` and ``infos`` map image-block keys to arrays,
         or to Dask futures of them."""
         kx, *kys = self.inputs(i, j)
-        rows, cols = self.extent(i, j)
         return (images[kx], [images[k] for k in kys], infos[kx], [infos[k] for k in kys],
-                (rows.stop - rows.start, cols.stop - cols.start), self.symmetric and i == j)
+                self.extent(i, j), self.symmetric and i == j)

@@ -6,13 +6,16 @@ Layout of ``k.zarr`` (a Zarr v3 array at the root: ``zarr.open_array("k.zarr")``
 - ``zarr.json``: shape (n, m), chunks (row_length, col_length) = the engine's blocks, float64 or
   float32, fill value NaN (an unfinished block reads as NaN, which the solvers refuse), a CRC32C
   checksum on every chunk (any Zarr reader fails on a corrupted chunk instead of returning it),
-  and the attribute ``tangentless``: the configuration (:func:`store_config`).
+  and the attribute ``tangentless``: the configuration (:func:`store_config`), with the kernel's
+  PSD tolerance for the solvers, ``psd_rtol``.
 - ``c/<i>/<j>``: chunk (i, j). K(x, x) is stored whole: block (i, j), i < j, is computed once and
   written as chunk (i, j) and, transposed, as chunk (j, i), so a row block is one plain read
   (twice the disk of the upper half; the solvers need full rows).
 - ``tangentless/done/<i>-<j>.json``: the marker of block (i, j), written after its chunks: the
   SHA-256 of each chunk's stored bytes, the run, host and process that wrote it. A block without
-  a marker is unfinished, whatever its chunks hold.
+  a marker is unfinished, whatever its chunks hold. A block with a NaN or inf (computed, or once
+  cast to the store's dtype) is never marked: the run raises
+  :class:`~tangentless.kernels.executors.NonFiniteBlockError`, and a resume computes it again.
 - ``tangentless/runs/<run>.json``: one record per run: blocks in all, reused (verified), found
   corrupt, computed, and when it started and finished (no "finished": the run was interrupted).
 
@@ -46,17 +49,23 @@ from zarr.codecs import Crc32cCodec
 from ._shared.atomic import atomic_write
 from ._shared.digest import array_sha256
 from .backend import backend_label
+from .executors import require_finite
 from .layout import BlockLayout
+from .precision import kernel_dtype, psd_rtol
 
 __all__ = ["GramStore", "BlockWriter", "CorruptBlockWarning", "store_config"]
 
 FORMAT = 1
 DTYPES = ("float64", "float32")
+#: configuration fields that follow from the compared ones: not compared on resume, and added to
+#: a store made before they existed
+DERIVED = ("psd_rtol",)
 
 
 class CorruptBlockWarning(UserWarning):
     """A finished block of a store does not match its marker (truncated, corrupted or replaced
-    chunk, or an unreadable marker); the block is recomputed."""
+    chunk, or an unreadable marker) or holds NaN or inf values (marked by a version that did not
+    check); the block is recomputed."""
 
 
 def _version() -> str:
@@ -70,7 +79,10 @@ def store_config(spec, x: np.ndarray, y: np.ndarray | None, layout: BlockLayout,
                  dtype: str, preprocessing: dict | None) -> dict:
     """The configuration a store records and a resume must match: spec (its repr), preprocessing,
     SHA-256 of x and y (None for K(x, x)), flip, shape, block shape, dtype, compute backend
-    (:func:`~.backend.backend_label`: "jax", "cuda", or another backend's class) and version."""
+    (:func:`~.backend.backend_label`: "jax", "cuda", or another backend's class) and version;
+    and, derived from spec and dtype (:data:`DERIVED`), ``psd_rtol``: the PSD tolerance of the
+    narrower of the spec's kernel dtype and the stored dtype
+    (:func:`~tangentless.kernels.precision.psd_rtol`), which the solvers read."""
     if dtype not in DTYPES:
         raise ValueError(f"store_dtype must be one of {DTYPES}; got {dtype!r}")
     try:
@@ -84,7 +96,7 @@ def store_config(spec, x: np.ndarray, y: np.ndarray | None, layout: BlockLayout,
             "flip": layout.flip, "symmetric": layout.symmetric, "shape": [layout.n, layout.m],
             "block_shape": [layout.row_length, layout.col_length], "dtype": dtype,
             "backend": backend_label(backend),
-            "version": _version()}
+            "version": _version(), "psd_rtol": psd_rtol(kernel_dtype(spec), dtype)}
 
 
 def _write_json(path: pathlib.Path, record: dict) -> None:
@@ -104,7 +116,8 @@ def _chunk_extents(layout: BlockLayout, i: int, j: int) -> list[tuple[slice, sli
 @dataclass(frozen=True)
 class BlockWriter:
     """Writes one block's chunk(s) and then its marker; picklable, so Dask workers run it.
-    Returns the SHA-256 of each chunk."""
+    Returns the SHA-256 of each chunk; :class:`~.executors.NonFiniteBlockError` (nothing
+    written) for a block with a NaN or inf once cast to the store's dtype."""
     path: str
     layout: BlockLayout
     dtype: str
@@ -112,7 +125,10 @@ class BlockWriter:
 
     def __call__(self, index: tuple[int, int], block: np.ndarray) -> list[str]:
         array = zarr.open_array(self.path, mode="r+")
-        stored, checksums = block.astype(self.dtype), []
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            stored, checksums = block.astype(self.dtype), []
+        require_finite(stored, index, self.layout.extent(*index),
+                       f"they exceed {self.dtype}'s range: use store_dtype='float64'")
         for (rows, cols), data in zip(_chunk_extents(self.layout, *index), (stored, stored.T)):
             array[rows, cols] = data
             checksums.append(array_sha256(data))
@@ -169,12 +185,17 @@ class GramStore:
                 pass  # another run created it meanwhile: compared below like any existing store
         store = cls(root)
         differ = sorted(k for k in config.keys() | store.config.keys()
-                        if config.get(k) != store.config.get(k))
+                        if k not in DERIVED and config.get(k) != store.config.get(k))
         if differ:
             details = "; ".join(f"{k}: stored {_short(store.config.get(k))}, "
                                 f"now {_short(config.get(k))}" for k in differ)
             raise ValueError(f"the Gram store {root} was made with a different configuration "
                              f"({details}); refusing to resume: use another path, or delete it")
+        missing = {k: config[k] for k in DERIVED if k in config and k not in store.config}
+        if missing:  # a store made before these fields: record them
+            zarr.open_array(root, mode="r+").update_attributes(
+                {"tangentless": {**store.config, **missing}})
+            store = cls(root)
         return store
 
     @property
@@ -220,6 +241,9 @@ class GramStore:
                 return f"cannot be read ({type(err).__name__}: {err})"
             if array_sha256(stored) != digest:
                 return (f"does not match its marker's SHA-256 "
+                        f"(chunk {rows.start}:{rows.stop}, {cols.start}:{cols.stop})")
+            if not np.isfinite(stored).all():  # marked finished by a version that did not check
+                return (f"holds NaN or inf values "
                         f"(chunk {rows.start}:{rows.stop}, {cols.start}:{cols.stop})")
         return None
 
