@@ -31,7 +31,6 @@ import numpy as np
 import optax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ..kernels import myrtle
@@ -40,9 +39,10 @@ from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_RECIPE
 from ..kernels._shared.images import to_unit_range, validate_images
 from ..kernels._shared.persist import Persistent
 from ..kernels._shared.standardize import fit_standardization, standardize
-from ..kernels._shared.training import (ArrayData, EpochRandom, TrainResult, augment_batch, evaluation_scores,
-                                        fingerprint, named_arrays, one_cycle, padded_batches, sgd, sgd_update,
-                                        train_loop, train_metrics, trees_from_arrays)
+from ..kernels._shared.training import (INPUT_SCALES, ArrayData, EpochRandom, TrainResult, augment_batch,
+                                        check_finite_model, check_finite_outputs, check_input_dtype, encode_labels,
+                                        evaluation_scores, fingerprint, named_arrays, one_cycle, padded_batches, sgd,
+                                        sgd_update, train_loop, train_metrics, trees_from_arrays)
 
 LOSSES = ("mse", "xent")
 ARCHS = ("myrtle5", "myrtle7", "myrtle10", "resnet9")
@@ -411,7 +411,9 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     its features of different images are nearly collinear at init and the outputs collapse to the
     class mean (10-20% on digits where the linear readout reaches 60-98%).
 
-    fit(X, y): X (n, H, W, C) uint8 (scaled to [0, 1]) or floats, y (n,) labels. Images are then
+    fit(X, y): X (n, H, W, C) uint8 (scaled to [0, 1]) or floats (used as given), y (n,) labels
+    (numbers or strings); predict and decision_function refuse images of another shape or dtype
+    (uint8 vs floats) than at fit, and a model or outputs with NaN or inf. Images are then
     standardized per channel with the training set's mean and std (``standardization_``). Myrtle
     needs H and W divisible by 4 (32x32 CIFAR; 8x8 digits: 8 -> 4 -> 2 -> global pool), ResNet-9
     H, W >= 8. ``None`` settings take the family's default (``CNN_ARCH_DEFAULTS`` of
@@ -422,10 +424,12 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     SGD Nesterov 0.9, ``weight_decay`` on the weights, one-cycle lr (20% warmup) over ``epochs``.
     augment: crops (padding H / 8), flips and cutout (side H / 4); flips do not suit digits, use
     augment=False there. checkpoint_dir: a checkpoint per epoch; a fit with the same settings and
-    data resumes from it. random_state seeds init, data order and augmentation.
+    data resumes from it. random_state seeds init, data order and augmentation. A diverged fit raises
+    :class:`~tangentless.kernels._shared.training.TrainingDivergedError` (a ValueError).
 
     Attributes: classes_, params_, state_, history_ (per epoch), budget_ (what the run trained on),
-    standardization_ ({"mean", "std"} (C,)), image_shape_ (H, W, C). ``save(path)`` / ``load(path)``:
+    standardization_ ({"mean", "std"} (C,)), image_shape_ (H, W, C), input_dtype_ ("uint8" or
+    "float32", the images' dtype at fit). ``save(path)`` / ``load(path)``:
     the fitted classifier as arrays + JSON (no pickle).
     """
 
@@ -463,13 +467,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
         images = validate_images(X, "X", dtype=None)
-        labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape {labels.shape}")
-        check_classification_targets(labels)
-        self.classes_, targets = np.unique(labels, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y has a single class ({self.classes_[0]!r}); need at least 2")
+        self.classes_, targets = encode_labels(y, len(images))
         init, apply = self._network()
         size = min(images.shape[1:3])
         loss = self._setting("loss")
@@ -484,7 +482,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
                            model_fingerprint={"arch": self.arch, "width": self._setting("width")})
         self.params_, self.state_, self.history_, self.budget_ = (result.params, result.state, result.history,
                                                                   result.budget)
-        self.image_shape_ = images.shape[1:]
+        self.image_shape_, self.input_dtype_ = images.shape[1:], str(images.dtype)
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -494,8 +492,11 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if images.shape[1:] != self.image_shape_:
             raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
                              f"{self.image_shape_}")
+        check_input_dtype(images, self.input_dtype_)
+        check_finite_model({"params": self.params_, "state": self.state_}, "cannot predict")
         _, apply = self._network()
-        return predict_outputs(apply, self.params_, self.state_, preprocess(images, self.standardization_))
+        return check_finite_outputs(predict_outputs(apply, self.params_, self.state_,
+                                                    preprocess(images, self.standardization_)))
 
     def predict(self, X) -> np.ndarray:
         """(n,) predicted labels."""
@@ -509,7 +510,9 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return dict(params, checkpoint_dir=None if self.checkpoint_dir is None else str(self.checkpoint_dir))
 
     def _fitted_state(self) -> tuple[dict, dict]:
-        meta = {"history": self.history_, "budget": self.budget_, "image_shape": list(self.image_shape_)}
+        check_finite_model({"params": self.params_, "state": self.state_}, "refusing to save")
+        meta = {"history": self.history_, "budget": self.budget_, "image_shape": list(self.image_shape_),
+                "input_dtype": self.input_dtype_}
         arrays = {"classes": np.asarray(self.classes_), "standardization_mean": self.standardization_["mean"],
                   "standardization_std": self.standardization_["std"],
                   **named_arrays({"params": self.params_, "state": self.state_})}
@@ -520,9 +523,12 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.standardization_ = {"mean": arrays.pop("standardization_mean"),
                                  "std": arrays.pop("standardization_std")}
         self.history_, self.budget_ = meta["history"], meta["budget"]
-        self.image_shape_ = tuple(meta["image_shape"])
+        self.image_shape_, self.input_dtype_ = tuple(meta["image_shape"]), meta["input_dtype"]
+        if self.input_dtype_ not in INPUT_SCALES:
+            raise ValueError(f"input_dtype {self.input_dtype_!r} is not one of {sorted(INPUT_SCALES)}")
         init, _ = self._network()
         trees = trees_from_arrays(_tree_templates(init, self.image_shape_), arrays)
         if arrays:
             raise ValueError(f"entries the network lacks: {sorted(arrays)[:5]}")
+        check_finite_model(trees, "cannot load")
         self.params_, self.state_ = trees["params"], trees["state"]

@@ -7,12 +7,12 @@ import jax
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ..kernels._shared.images import validate_images
 from ..kernels._shared.persist import Persistent
-from ..kernels._shared.training import named_arrays, trees_from_arrays
+from ..kernels._shared.training import (INPUT_SCALES, check_finite_model, check_finite_outputs, check_input_dtype,
+                                        encode_labels, named_arrays, trees_from_arrays)
 from . import frontend, model, sparse_coding, train
 
 
@@ -28,7 +28,9 @@ _MODEL, _ISTC, _TRAIN = model.ModelConfig(), sparse_coding.ISTCConfig(), train.T
 class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """The sparse scattering network of Zarka et al. (ICLR 2020) as a scikit-learn classifier.
 
-    fit(X, y): X (n, H, W, C) images (uint8 scaled to [0, 1], or floats), y (n,) labels.
+    fit(X, y): X (n, H, W, C) images (uint8 scaled to [0, 1], or floats used as given), y (n,)
+    labels (numbers or strings). predict and decision_function refuse images of another shape or
+    dtype (uint8 vs floats) than at fit, and a model or outputs with NaN or inf.
     Scattering (J, L, max_order, phase: :mod:`.frontend`) -> :mod:`.model` (projection channels
     ``projection`` with ``kernel_size`` 1 or 3; ISTC with ``dictionary_size`` atoms, ``n_iter``
     iterations, ``tied`` or free W, lambda* from ``lambda_star`` kept >= ``lambda_star_min``;
@@ -44,7 +46,9 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     seeds initialization, data order, augmentation and dropout.
 
     Attributes: classes_, config_ (:class:`model.ModelConfig`), params_, state_, history_ (per-epoch
-    metrics), budget_ (what the run trained on), image_shape_ (H, W, C), feature_shape_ (h, w, K).
+    metrics), budget_ (what the run trained on), image_shape_ (H, W, C), input_dtype_ ("uint8" or
+    "float32", the images' dtype at fit), feature_shape_ (h, w, K). A diverged fit raises
+    :class:`~tangentless.kernels._shared.training.TrainingDivergedError` (a ValueError).
     ``save(path)`` / ``load(path)``: the fitted classifier as arrays + JSON (no pickle).
     """
 
@@ -95,14 +99,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
         images = validate_images(X, "X", dtype=None)
-        labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape "
-                             f"{labels.shape}")
-        check_classification_targets(labels)
-        self.classes_, targets = np.unique(labels, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y has a single class ({self.classes_[0]!r}); need at least 2")
+        self.classes_, targets = encode_labels(y, len(images))
         self.config_ = model.ModelConfig(
             n_classes=len(self.classes_), projection=self.projection, kernel_size=self.kernel_size,
             sparse=self.sparse, istc=sparse_coding.ISTCConfig(
@@ -125,7 +122,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
                            progress=self.progress, **data)
         self.params_, self.state_, self.history_, self.budget_ = (result.params, result.state, result.history,
                                                                   result.budget)
-        self.image_shape_ = images.shape[1:]
+        self.image_shape_, self.input_dtype_ = images.shape[1:], str(images.dtype)
         self.feature_shape_ = tuple(int(d) for d in feature_shape)
         return self
 
@@ -136,8 +133,10 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if images.shape[1:] != self.image_shape_:
             raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
                              f"{self.image_shape_}")
-        return train.predict_logits(self.params_, self.state_, self.config_,
-                                    features=self._features(images))
+        check_input_dtype(images, self.input_dtype_)
+        check_finite_model({"params": self.params_, "state": self.state_}, "cannot predict")
+        return check_finite_outputs(train.predict_logits(self.params_, self.state_, self.config_,
+                                                         features=self._features(images)))
 
     def predict_proba(self, X) -> np.ndarray:
         """(n, n_classes) softmax probabilities, columns in the order of classes_."""
@@ -147,7 +146,8 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """(n,) predicted labels."""
-        return self.classes_[np.argmax(self.decision_function(X), 1)]
+        logits = self.decision_function(X)   # first: NotFittedError before classes_ is read
+        return self.classes_[np.argmax(logits, 1)]
 
     # --- persistence (Persistent: save / load) ---
 
@@ -157,8 +157,10 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
                                for name in ("cache_dir", "checkpoint_dir")})
 
     def _fitted_state(self) -> tuple[dict, dict]:
+        check_finite_model({"params": self.params_, "state": self.state_}, "refusing to save")
         meta = {"config": dataclasses.asdict(self.config_), "history": self.history_, "budget": self.budget_,
-                "image_shape": list(self.image_shape_), "feature_shape": list(self.feature_shape_)}
+                "image_shape": list(self.image_shape_), "input_dtype": self.input_dtype_,
+                "feature_shape": list(self.feature_shape_)}
         return meta, {"classes": np.asarray(self.classes_),
                       **named_arrays({"params": self.params_, "state": self.state_})}
 
@@ -167,9 +169,15 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.config_ = _model_config(meta["config"])
         self.history_, self.budget_ = meta["history"], meta["budget"]
         self.image_shape_, self.feature_shape_ = tuple(meta["image_shape"]), tuple(meta["feature_shape"])
+        self.input_dtype_ = meta["input_dtype"]
+        if self.input_dtype_ not in INPUT_SCALES:
+            raise ValueError(f"input_dtype {self.input_dtype_!r} is not one of {sorted(INPUT_SCALES)}")
+        if len(self.classes_) != self.config_.n_classes:
+            raise ValueError(f"{len(self.classes_)} classes for a model of {self.config_.n_classes} outputs")
         params, state = jax.eval_shape(lambda key: model.init(key, self.config_, self.feature_shape_),
                                        jax.random.key(0))
         trees = trees_from_arrays({"params": params, "state": state}, arrays)
         if arrays:
             raise ValueError(f"entries the model lacks: {sorted(arrays)[:5]}")
+        check_finite_model(trees, "cannot load")
         self.params_, self.state_ = trees["params"], trees["state"]

@@ -13,8 +13,13 @@ A model drives :func:`train_loop` with its own step function; the loop owns ever
   (params, state, optimizer state as named arrays, plus JSON: epoch, history, fingerprint); a run
   finding one resumes from it, bit for bit, when its fingerprint (configuration and data, checksums by
   :mod:`.digest`) matches and it has at most ``epochs`` epochs;
-- progress (tqdm) and the history, one dict per epoch with one set of names: ``epoch``, ``lr`` (at
-  the epoch's last step), the epoch means of the step's metrics (``loss``, ``train_top1``, and any
+- divergence: the step losses of an epoch (kept on the device, fetched once at its end) and then the
+  params and state are checked for NaN and inf after every epoch, before its evaluation and its
+  checkpoint; a non-finite value raises :class:`TrainingDivergedError` and no checkpoint of the
+  diverged state is written;
+- progress (tqdm bars and a line per epoch, on stderr: stdout is left to the caller's results) and
+  the history, one dict per epoch with one set of names: ``epoch``, ``lr`` (at the epoch's last
+  step), the epoch means of the step's metrics (``loss``, ``train_top1``, and any
   model diagnostics), ``seconds``, ``images_per_s`` (training only; the first epoch of a call
   includes compilation), then what ``end_of_epoch`` adds (``test_loss``, ``test_top1``,
   ``test_top5`` from :func:`evaluation_scores`, ...).
@@ -25,6 +30,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import sys
 import time
 from typing import Callable, Iterable
 
@@ -32,12 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from sklearn.utils.multiclass import check_classification_targets
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
 from .digest import array_sha256
 
-__all__ = ["CHECKPOINT", "CheckpointError", "TrainResult", "check_labels", "EpochRandom", "augment_batch",
+__all__ = ["CHECKPOINT", "CheckpointError", "TrainingDivergedError", "TrainResult", "check_labels", "encode_labels",
+           "INPUT_SCALES", "check_input_dtype", "non_finite_leaves", "check_finite_model", "check_finite_outputs",
+           "EpochRandom", "augment_batch",
            "ArrayData", "padded_batches", "decay_mask", "sgd", "sgd_update", "step_decay", "one_cycle",
            "train_metrics", "evaluation_scores", "fingerprint", "named_arrays", "trees_from_arrays", "save_checkpoint",
            "load_checkpoint", "train_loop"]
@@ -48,6 +57,11 @@ CHECKPOINT = "checkpoint.npz"
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, from another configuration or data, or longer
     than the run asked for."""
+
+
+class TrainingDivergedError(ValueError):
+    """Training produced a non-finite loss, params or state (NaN or inf): the learning rate is too
+    high for the model and data, most often."""
 
 
 @dataclasses.dataclass
@@ -72,6 +86,73 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.nda
         raise ValueError(f"{name} must be integers in [0, {n_classes}) (the model's n_classes); got "
                          f"values from {labels.min()} to {labels.max()}")
     return labels
+
+
+def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """(classes (c,) sorted, a plain array (numbers or strings, never object), targets (n,) ints in
+    [0, c)) of the labels ``y`` (n,) of n images: any discrete labels, strings included; an object
+    array of strings or numbers is converted to a plain one. ValueError: another shape, continuous
+    or mixed labels, a single class."""
+    labels = np.asarray(y)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"{name} must be (n,) labels for the {n} images; got shape {labels.shape}")
+    check_classification_targets(labels)
+    if labels.dtype == object:
+        labels = np.asarray(labels.tolist())
+        if labels.dtype == object:
+            raise ValueError(f"{name} must hold numbers or strings; got objects such as {labels[0]!r}")
+    classes, targets = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"{name} has a single class ({classes[0]!r}); need at least 2")
+    return classes, targets.reshape(-1)
+
+
+#: the input dtypes of the image models (``validate_images(x, dtype=None)`` gives one of them) and
+#: what the models do with each: a model fitted on one refuses the other
+INPUT_SCALES = {"uint8": "scaled to [0, 1]", "float32": "used as given"}
+
+
+def check_input_dtype(images: np.ndarray, fitted: str, name: str = "X") -> None:
+    """ValueError (one line) unless ``images`` (validated: uint8 or float32) have the dtype the model
+    was fitted on: the same pixels as uint8 and as floats are different inputs (/255 or not)."""
+    got = str(images.dtype)
+    if got != fitted:
+        kind = "uint8" if fitted == "uint8" else "float"
+        raise ValueError(f"{name}: the model was fitted on {fitted} images ({INPUT_SCALES[fitted]}); got {got} "
+                         f"({INPUT_SCALES.get(got, 'not an image dtype')}): pass {kind} images, as at fit")
+
+
+@jax.jit
+def _finite_flags(leaves: list):
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
+
+
+def non_finite_leaves(trees) -> list[str]:
+    """The names (``keystr`` paths) of the leaves of a pytree of arrays that hold NaN or inf; one
+    device reduction, one transfer."""
+    leaves = jax.tree_util.tree_flatten_with_path(trees)[0]
+    if not leaves:
+        return []
+    flags = np.asarray(_finite_flags([leaf for _, leaf in leaves]))
+    return [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, flags) if not ok]
+
+
+def check_finite_model(trees, what: str) -> None:
+    """ValueError (one line, starting with ``what``) when a leaf of ``trees`` holds NaN or inf."""
+    bad = non_finite_leaves(trees)
+    if bad:
+        raise ValueError(f"{what}: the model has non-finite (NaN or inf) values in {len(bad)} parameter arrays "
+                         f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); a diverged fit? refit with a "
+                         f"lower learning rate")
+
+
+def check_finite_outputs(outputs: np.ndarray) -> np.ndarray:
+    """outputs (n, K), or ValueError (one line) naming the images whose outputs hold NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(outputs).all(axis=1))
+    if bad.size:
+        raise ValueError(f"the model's outputs are not finite (NaN or inf) for {bad.size} of {len(outputs)} images "
+                         f"(images {bad[:5].tolist()}{'...' if bad.size > 5 else ''}): check their pixel range")
+    return outputs
 
 
 # --- data order and augmentation -------------------------------------------------------------------
@@ -223,9 +304,28 @@ def evaluation_scores(batches: Iterable, per_example_loss: Callable, n: int) -> 
     return {"top1": top1 / n, "top5": top5 / n, "loss": loss / n}
 
 
-def _epoch_means(records: list) -> dict:
+def _epoch_metrics(records: list) -> tuple[dict, np.ndarray]:
+    """(the epoch means of the steps' metrics, the steps' losses (steps,)), in one transfer."""
     stacked = jax.device_get(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *records))
-    return {k: np.mean(v, 0).tolist() for k, v in stacked.items()}
+    return {k: np.mean(v, 0).tolist() for k, v in stacked.items()}, np.asarray(stacked["loss"])
+
+
+def _check_diverged(step_losses: np.ndarray, trees: dict, epoch: int, lrs: np.ndarray) -> None:
+    """TrainingDivergedError (one line: where, at which learning rate, what to do) when a step loss
+    of epoch ``epoch`` (0-based; lrs: the learning rate of every global step), or the params or state
+    after it, are not finite."""
+    steps = len(step_losses)
+    bad = np.flatnonzero(~np.isfinite(step_losses))
+    if bad.size:
+        i = int(bad[0])
+        raise TrainingDivergedError(
+            f"training diverged: the loss is {step_losses[i]} at epoch {epoch + 1}, step {i + 1} of {steps} "
+            f"(learning rate {lrs[epoch * steps + i]:.4g}); lower the learning rate")
+    leaves = non_finite_leaves({"params": trees["params"], "state": trees["state"]})
+    if leaves:
+        raise TrainingDivergedError(
+            f"training diverged: non-finite values in {', '.join(leaves[:3])}{', ...' if len(leaves) > 3 else ''} "
+            f"after epoch {epoch + 1} (learning rate {lrs[(epoch + 1) * steps - 1]:.4g}); lower the learning rate")
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
@@ -313,11 +413,13 @@ def train_loop(start: Callable[[bool], dict], step: Callable, batches: Callable[
     step(trees, x, y, lr, index) -> (trees, metrics): one optimizer step on a batch of
     ``batches(epoch)`` at learning rate lr (np.float32 ``schedule(index)``); index = epoch *
     steps_per_epoch + i, the global step. metrics: a dict of device scalars or vectors, averaged
-    over the epoch into the history (:func:`train_metrics`: loss, train_top1).
+    over the epoch into the history (:func:`train_metrics`: loss, train_top1); "loss" is required.
     batches(epoch) -> ``steps_per_epoch`` (x, y) batches of ``batch_size`` items.
     end_of_epoch(trees) -> more entries of the epoch's history (evaluation scores, diagnostics).
     fingerprint: what a checkpoint must match (:func:`fingerprint`); CheckpointError otherwise, or
-    when the checkpoint has more than ``epochs`` epochs.
+    when the checkpoint has more than ``epochs`` epochs. TrainingDivergedError: a non-finite step
+    loss, params or state (checked after every epoch; the diverged state is not checkpointed).
+    progress: a bar per epoch and a line of its history, on stderr.
     """
     ckpt = None if checkpoint_dir is None else pathlib.Path(checkpoint_dir) / CHECKPOINT
     resume = ckpt is not None and ckpt.exists()
@@ -335,22 +437,25 @@ def train_loop(start: Callable[[bool], dict], step: Callable, batches: Callable[
         tic = time.perf_counter()
         records = []
         bar = tqdm(batches(epoch), total=steps_per_epoch, disable=not progress,
-                   desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
+                   desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, file=sys.stderr)
         for i, (x, y) in enumerate(bar):
             index = epoch * steps_per_epoch + i
             if records:   # one step in flight at most: queued steps would keep their batches alive
                 jax.block_until_ready(records[-1])
             trees, metrics = step(trees, x, y, lrs[index], index)
             records.append(metrics)
+        means, step_losses = _epoch_metrics(records)
+        _check_diverged(step_losses, trees, epoch, lrs)
         entry = {"epoch": epoch + 1, "lr": float(lrs[(epoch + 1) * steps_per_epoch - 1])}
-        entry.update(_epoch_means(records))
+        entry.update(means)
         seconds = time.perf_counter() - tic
         entry.update(seconds=seconds, images_per_s=steps_per_epoch * batch_size / seconds)
         if end_of_epoch is not None:
             entry.update(end_of_epoch(trees))
         history.append(entry)
         if progress:
-            tqdm.write(" ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float)))
+            line = " ".join(f"{k}={v:.4g}" for k, v in entry.items() if isinstance(v, float))
+            tqdm.write(line, file=sys.stderr)
         if ckpt is not None:
             save_checkpoint(ckpt, trees, {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint})
     return trees, history
