@@ -68,7 +68,8 @@ def check_pixel_range(x: np.ndarray, name: str, dtype: str) -> None:
     """ValueError (one line: the offending magnitude and images, the dtype, the allowed range and
     what to do) unless every non-blank image of x (N, H, W, C) has its largest pixel magnitude
     within :func:`pixel_range` of ``dtype``."""
-    peaks = np.abs(x).reshape(len(x), -1).max(axis=1).astype(np.float64)
+    flat = x.reshape(len(x), -1)
+    peaks = np.maximum(flat.max(axis=1), -flat.min(axis=1)).astype(np.float64)  # no |x| copy
     low, high = pixel_range(dtype, x.shape[1:])
     too_large, too_small = peaks > high, (peaks > 0) & (peaks < low)
     for bad, word, extreme in ((too_large, "largest", np.max), (too_small, "smallest", np.min)):

@@ -127,6 +127,37 @@ def test_a_non_finite_block_is_never_marked_finished_and_a_resume_computes_it(tm
     assert record["reused"] == 1 and record["computed"] == 5
 
 
+class PoisonsAnImage(JaxBackend):
+    """The JAX backend, except that with ``active`` every block whose x images include one with
+    first pixel ``SENTINEL`` is NaN (state in the object, so it holds on Dask workers too)."""
+    SENTINEL = 7.0
+
+    def __init__(self, active=True):
+        self.active = active
+
+    def compute_block(self, spec, x, y, info_x, info_y):
+        block = super().compute_block(spec, x, y, info_x, info_y)
+        poisoned = self.active and bool(np.any(np.asarray(x)[:, 0, 0, 0] == self.SENTINEL))
+        return np.full_like(block, np.nan) if poisoned else block
+
+
+def test_a_non_finite_block_computed_on_a_dask_worker_is_never_marked(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    path, x = tmp_path / "k.zarr", images(12)
+    x[5, 0, 0, 0] = PoisonsAnImage.SENTINEL  # row block 1 of 3: blocks (1, 1) and (1, 2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        with pytest.raises(NonFiniteBlockError, match=r"Gram block \(1, [12]\) \(rows 4:8"):
+            gram(SPEC, x, block_size=4, progress=False, store=path, scheduler=client,
+                 backend=PoisonsAnImage(), retries=0)
+        assert not {"1-1.json", "1-2.json"} & set(markers(path))
+        k = gram(SPEC, x, block_size=4, progress=False, store=path, scheduler=client,
+                 backend=PoisonsAnImage(active=False))
+    np.testing.assert_array_equal(k[:], gram(SPEC, x, block_size=4, progress=False))
+    assert markers(path) == sorted(f"{i}-{j}.json" for i in range(3) for j in range(i, 3))
+
+
 def test_a_block_the_store_dtype_cannot_hold_is_not_marked(tmp_path):
     # float64 carries x 1e100, but K ~ 1e200 overflows a float32 store
     linear = serial(Cast("float64"), Conv(3), Relu(), GlobalAvgPool())
