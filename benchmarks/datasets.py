@@ -44,6 +44,8 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
 def load_npz_images(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray | None]:
     """An .npz with ``images`` (N, H, W, C) (uint8 or float) and optionally ``labels`` (N,)."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, expected an .npz file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
@@ -55,12 +57,29 @@ def load_npz_images(path: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray | 
     if "images" not in arrays:
         raise ValueError(f"{path} has no 'images' array (found {names})")
     images = arrays["images"]
-    labels = arrays["labels"].astype(np.int64) if "labels" in arrays else None
+    labels = integer_labels(arrays["labels"], f"{path}: 'labels'") if "labels" in arrays else None
     if images.ndim != 4:
         raise ValueError(f"{path}: 'images' must be (N, H, W, C); got shape {images.shape}")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """Labels (N,) as int64: integers, bools, or floats with integral values (1.0); ValueError
+    naming ``name`` for anything else (0.5, NaN, text) rather than a silent truncation."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be (N,) labels; got shape {labels.shape}")
+    if labels.dtype.kind in "iub":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise ValueError(f"{name} must be integer class labels; got dtype {labels.dtype}")
+    bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (np.abs(labels) > 2 ** 53)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name} must be integer class labels; label {i} is {float(labels[i])!r}")
+    return labels.astype(np.int64)
 
 
 def load_packed_jpeg_npz(path: str | pathlib.Path, limit: int | None = None
@@ -301,7 +320,9 @@ def _decode_cifar10_archive(archive: pathlib.Path) -> dict[str, tuple[np.ndarray
 
 
 def _read_cache(path: pathlib.Path, source_md5: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached (images, labels) if path holds a readable cache decoded from the archive with this md5."""
+    """The cached (images, labels) if path holds a readable cache decoded from the archive with this md5:
+    uint8 (N, 32, 32, 3) images and N integer labels in 0..9, checked on every load (the cache, like the
+    ``.verified`` record that spares the archive's md5, is only a file next to the data)."""
     try:
         with np.load(path, allow_pickle=False) as cache:
             if str(cache["source_md5"]) != source_md5:
@@ -309,7 +330,8 @@ def _read_cache(path: pathlib.Path, source_md5: str) -> tuple[np.ndarray, np.nda
             images, labels = cache["images"], cache["labels"]
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
         return None
-    if images.dtype != np.uint8 or images.shape[1:] != (32, 32, 3) or labels.shape != images.shape[:1]:
+    if (images.dtype != np.uint8 or images.shape[1:] != (32, 32, 3) or labels.shape != images.shape[:1]
+            or labels.dtype.kind not in "iu" or (len(labels) and (labels.min() < 0 or labels.max() > 9))):
         return None
     return images, labels.astype(np.int64)
 

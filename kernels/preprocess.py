@@ -5,7 +5,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._shared.persist import Persistent
+from ._shared.persist import Persistent, stored_array, stored_number, stored_shape
 
 
 def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
@@ -21,8 +21,10 @@ def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
     rows = rows - rows.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     if (norms == 0).any():
-        raise ValueError(f"{name} has {int((norms == 0).sum())} constant images, which cannot be "
-                         "scaled to unit norm")
+        constant = np.flatnonzero(norms[:, 0] == 0)
+        shown = ", ".join(map(str, constant[:10])) + (", ..." if constant.size > 10 else "")
+        raise ValueError(f"{name} has {constant.size} constant images (index {shown}), which "
+                         "cannot be scaled to unit norm")
     return rows / norms
 
 
@@ -58,9 +60,11 @@ class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
                 {"whitening": self.whitening_})
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.whitening_ = arrays["whitening"]
-        self.n_features_in_ = int(meta["n_features_in"])
-        self.input_shape_ = tuple(int(s) for s in meta["input_shape"])
+        self.n_features_in_ = d = stored_number(meta, "n_features_in", integer=True, minimum=1)
+        self.input_shape_ = stored_shape(meta, "input_shape")
+        if int(np.prod(self.input_shape_)) != d:
+            raise ValueError(f"input_shape {self.input_shape_} does not hold n_features_in = {d}")
+        self.whitening_ = stored_array(arrays, "whitening", 2, shape=(d, d))
 
     def transform(self, x):
         check_is_fitted(self, "whitening_")

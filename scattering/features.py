@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..kernels._shared.persist import Persistent
+from ..kernels._shared.persist import Persistent, stored_shape
 from .frontend import check_config, check_spatial, num_channels, scatter
 
 __all__ = ["ScatteringFeatures"]
@@ -54,8 +54,11 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
         return {"input_shape": list(self.input_shape_), "output_shape": list(self.output_shape_)}, {}
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.input_shape_ = tuple(int(s) for s in meta["input_shape"])
-        self.output_shape_ = tuple(int(s) for s in meta["output_shape"])
+        input_shape = stored_shape(meta, "input_shape", 3)
+        self.fit(np.empty((0, *input_shape), np.float32))   # the output shape these params give
+        if stored_shape(meta, "output_shape", 3) != self.output_shape_:
+            raise ValueError(f"output_shape {meta['output_shape']} is not {list(self.output_shape_)}, "
+                             f"what input_shape {list(input_shape)} gives with these parameters")
 
     def transform(self, images):
         """(N, H, W, C), the fitted (H, W, C) -> (N, h * w * C * K) or (N, h, w, C * K) float32."""

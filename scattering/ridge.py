@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..kernels._shared.defaults import SCATTERING_ALPHAS
 from ..kernels._shared.nested import child_state, restore_child
-from ..kernels._shared.persist import Persistent
+from ..kernels._shared.persist import Persistent, stored_array
 from ..kernels._shared.standardize import fit_standardization
 from ..solvers import KernelRidgeClassifier
 from ..solvers.estimators import alphas_from_json, alphas_to_json
@@ -89,8 +89,12 @@ class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
                       "standardization.std": self.standardization_["std"]}
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.standardization_ = {"mean": arrays["standardization.mean"],
-                                 "std": arrays["standardization.std"]}
-        self.train_rows_ = arrays["train_rows"]
         self.ridge_ = restore_child(KernelRidgeClassifier, "ridge_", meta, arrays)
+        self.train_rows_ = stored_array(arrays, "train_rows", 2,
+                                        shape=(self.ridge_.n_features_in_, None))
+        d = self.train_rows_.shape[1]
+        self.standardization_ = {"mean": stored_array(arrays, "standardization.mean", 1, shape=(d,)),
+                                 "std": stored_array(arrays, "standardization.std", 1, shape=(d,))}
+        if not (self.standardization_["std"] > 0).all():
+            raise ValueError("standardization.std must be > 0")
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_

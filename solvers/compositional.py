@@ -12,7 +12,7 @@ from tangentless.kernels import (AvgPool, Cast, Conv, DirectSum, Gaussian, Globa
                                  validate_images)
 from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
 from tangentless.kernels._shared.nested import child_state, restore_child
-from tangentless.kernels._shared.persist import Persistent
+from tangentless.kernels._shared.persist import Persistent, stored_array
 from tangentless.kernels.architectures import myrtle_depth
 
 from .estimators import KernelRidgeClassifier, alphas_from_json, alphas_to_json
@@ -125,12 +125,28 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
         self.spec_ = self._spec()
         self.zca_ = restore_child(ZCAWhitening, "zca_", meta, arrays) if self.zca else None
-        self.train_images_ = arrays["train_images"]
         self.ridge_ = restore_child(KernelRidgeClassifier, "ridge_", meta, arrays)
+        self.train_images_ = stored_array(arrays, "train_images", 4, "f",
+                                          shape=(self.ridge_.n_features_in_, None, None, None))
+        if self.zca_ is not None and self.train_images_.shape[1:] != self.zca_.input_shape_:
+            raise ValueError(f"train_images have shape {self.train_images_.shape[1:]}, the ZCA "
+                             f"whitening {self.zca_.input_shape_}")
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
 
-    def _preprocess(self, images):
-        return images if self.zca_ is None else self.zca_.transform(images)
+    def _preprocess(self, images, *, blank_is_zero: bool = False):
+        """The images ZCA-whitened (where ``zca``). With ``blank_is_zero`` (prediction), a constant
+        image, which ZCA's per-image normalization cannot scale, becomes the all-zero image, whose
+        kernel values the layers define (their s = 0 case); fitting refuses one, naming it."""
+        if self.zca_ is None:
+            return images
+        if not blank_is_zero:
+            return self.zca_.transform(images)
+        flat = images.reshape(len(images), -1)
+        blank = (flat == flat[:, :1]).all(axis=1)
+        whitened = np.zeros(images.shape, np.float32)
+        if not blank.all():
+            whitened[~blank] = self.zca_.transform(images[~blank])
+        return whitened
 
     def test_kernel(self, X) -> np.ndarray:
         """(n_test, n_train) kernel between new images and the training images."""
@@ -139,7 +155,7 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if images.shape[1:] != self.train_images_.shape[1:]:
             raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
                              f"{self.train_images_.shape[1:]}")
-        return self._gram(self._preprocess(images), self.train_images_)
+        return self._gram(self._preprocess(images, blank_is_zero=True), self.train_images_)
 
     def decision_function(self, X):
         """Ridge outputs, as :meth:`KernelRidgeClassifier.decision_function`."""

@@ -125,19 +125,15 @@ class EigenPath:
     eigenvalues: np.ndarray
 
 
-def eigen_path(K, Y, alphas, *, labels=None, offset=None, psd_rtol=None, backend=None,
-               psd_tol=None) -> EigenPath:
+def eigen_path(K, Y, alphas, *, labels=None, offset=None, psd_rtol=None, backend=None) -> EigenPath:
     """Solve (K + alpha I) coef = Y for every alpha from one eigendecomposition of K (n, n).
 
     Y (n,) or (n, c). ``labels`` (n,) class indices into the c columns enable LOO accuracy (argmax
     of the LOO predictions). ``offset`` (c,) is added to predictions when Y was centred by it; the
     LOO then holds the centring fixed (exact only for offset None or 0). ``psd_rtol``, ``backend``:
-    see ``psd_eigh`` (a GPU, where JAX sees one, does the eigendecomposition). ``psd_tol`` is the
-    former name of ``psd_rtol``, kept while callers move to it.
+    see ``psd_eigh`` (a GPU, where JAX sees one, does the eigendecomposition).
     """
-    if psd_tol is not None and psd_rtol is not None:
-        raise ValueError("pass psd_rtol only (psd_tol is its former name)")
-    psd_rtol = resolve_psd_rtol(psd_tol if psd_rtol is None else psd_rtol, K)
+    psd_rtol = resolve_psd_rtol(psd_rtol, K)
     k = check_kernel(K)
     y, alphas = check_targets(Y, k.shape[0]), check_alphas(alphas)
     n, c = y.shape

@@ -11,10 +11,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
-from tangentless.kernels._shared.persist import Persistent
+from tangentless.kernels._shared.persist import (Persistent, stored_array, stored_choice,
+                                                 stored_number)
 
-from ._backend import resolve_backend
+from ._backend import BACKENDS, resolve_backend
 from ._checks import check_alphas, check_kernel
+from ._psd import check_psd_rtol
 from .direct import solve_cholesky
 from .eigen import EigenPath, eigen_path, psd_tolerance
 from .iterative import bcd, pcg
@@ -69,11 +71,14 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
     class frequencies from the targets and adds them back to the scores (the LOO holds them fixed
     rather than recomputing them without each point). ``backend``: "scipy" (host), "jax"
     (float64 on JAX's default device, a GPU where present) or None (``default_backend()``: JAX
-    where it sees a GPU), passed to every solver.
+    where it sees a GPU), passed to every solver. ``psd_rtol``: the relative PSD tolerance every
+    solver gets (an eigenvalue >= -psd_rtol x the largest counts as 0; see
+    ``tangentless.solvers._psd``); None: ``psd_tolerance`` of K_train's dtype; pass the precision
+    the kernel was computed in (e.g. 1e-5 for float32 stages stored as float64).
 
     Attributes: classes_; coef_ (n, c), or (n_centers, c) on centers_ (indices; None otherwise);
     offset_ (c,); alpha_; solver_ (the one used); backend_ (the one used); psd_tol_
-    (``psd_tolerance`` of K_train's dtype);
+    (the psd_rtol used);
     selection_ ("loo", "holdout", or None for a single alpha fitted without one); cv_scores_
     (accuracy for every alpha, LOO or holdout; or None); loo_score_ (LOO accuracy at alpha_, or
     None); path_ (the ``EigenPath`` of a LOO selection, or None); n_features_in_ (= n).
@@ -82,7 +87,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def __init__(self, alphas=KERNEL_ALPHAS, solver="auto", center=False, selection="loo",
                  max_loo_size=20000, holdout_fraction=0.2, n_centers=1000, solver_params=None,
-                 random_state=0, backend=None):
+                 random_state=0, backend=None, psd_rtol=None):
         self.alphas = alphas
         self.solver = solver
         self.center = center
@@ -93,6 +98,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.solver_params = solver_params
         self.random_state = random_state
         self.backend = backend
+        self.psd_rtol = psd_rtol
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -110,9 +116,10 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if self.solver_params and self.solver in ("auto", "eigen"):
             raise ValueError(f"solver_params apply to an explicit cholesky, bcd, cg or nystrom "
                              f"solver; got solver={self.solver!r}")
-        if "backend" in (self.solver_params or {}):
-            raise ValueError("pass backend to KernelRidgeClassifier(backend=...), not in "
-                             "solver_params")
+        for name in ("backend", "psd_rtol"):
+            if name in (self.solver_params or {}):
+                raise ValueError(f"pass {name} to KernelRidgeClassifier({name}=...), not in "
+                                 "solver_params")
         if self.solver == "auto":  # held-out selection: one Cholesky per alpha beats an eigh
             loo = self.selection == "loo" and n <= self.max_loo_size
             return check_alphas(self.alphas), "eigen" if loo else "cholesky"
@@ -120,9 +127,9 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def _solve(self, solver: str, k: np.ndarray, targets: np.ndarray, alpha: float):
         """Coefficients for one alpha, and the center indices they sit on (None: all points)."""
-        params = dict(self.solver_params or {}, backend=self.backend_)
+        params = dict(self.solver_params or {}, backend=self.backend_, psd_rtol=self.psd_tol_)
         if solver == "eigen":
-            return eigen_path(k, targets, alpha, psd_tol=self.psd_tol_,
+            return eigen_path(k, targets, alpha, psd_rtol=self.psd_tol_,
                               backend=self.backend_).coef[0], None
         if solver == "cholesky":
             return solve_cholesky(k, targets, alpha, **params), None
@@ -147,7 +154,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         targets, offset = _one_hot(labels[fit_idx], n_classes, self.center)
         k_fit, k_held = k[np.ix_(fit_idx, fit_idx)], k[np.ix_(held_idx, fit_idx)]
         if solver == "eigen":
-            path = eigen_path(k_fit, targets, alphas, psd_tol=self.psd_tol_,
+            path = eigen_path(k_fit, targets, alphas, psd_rtol=self.psd_tol_,
                               backend=self.backend_)
             fits = [(coef, None) for coef in path.coef]
         else:
@@ -161,7 +168,8 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit on the (n, n) training kernel X = K_train and labels y (n,)."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
-        self.psd_tol_ = psd_tolerance(k.dtype)
+        self.psd_tol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
+                         else check_psd_rtol(self.psd_rtol))
         k = check_kernel(k, "K_train")
         check_classification_targets(y)
         self.classes_, labels = np.unique(y, return_inverse=True)
@@ -178,7 +186,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if loo and (alphas.size > 1 or self.solver_ == "eigen"):
             self.selection_ = "loo"
             self.path_ = eigen_path(k, targets, alphas, labels=labels, offset=self.offset_,
-                                    psd_tol=self.psd_tol_, backend=self.backend_)
+                                    psd_rtol=self.psd_tol_, backend=self.backend_)
             best = _best(self.path_.loo_accuracy, self.path_.loo_mse)
             self.alpha_, self.cv_scores_ = float(alphas[best]), self.path_.loo_accuracy
             self.loo_score_ = float(self.cv_scores_[best])
@@ -213,13 +221,27 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
                       **{name: a for name, a in optional.items() if a is not None}}
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.psd_tol_, self.solver_, self.backend_ = meta["psd_tol"], meta["solver"], meta["backend"]
-        self.selection_, self.alpha_, self.loo_score_ = meta["selection"], meta["alpha"], meta["loo_score"]
-        self.n_features_in_ = int(meta["n_features_in"])
-        self.classes_, self.coef_, self.offset_ = arrays["classes"], arrays["coef"], arrays["offset"]
-        self.cv_scores_, self.centers_ = arrays.get("cv_scores"), arrays.get("centers")
-        self.path_ = None if not meta["has_path"] else EigenPath(**{
-            f.name: arrays.get(f"path.{f.name}") for f in dataclasses.fields(EigenPath)})
+        self.psd_tol_ = stored_number(meta, "psd_tol", minimum=0, below=1)
+        self.solver_ = stored_choice(meta, "solver", SOLVERS[1:])
+        self.backend_ = stored_choice(meta, "backend", BACKENDS)
+        self.selection_ = stored_choice(meta, "selection", (*SELECTIONS, None))
+        self.alpha_ = stored_number(meta, "alpha", minimum=0)
+        self.loo_score_ = stored_number(meta, "loo_score", minimum=0, optional=True)
+        self.n_features_in_ = n = stored_number(meta, "n_features_in", integer=True, minimum=1)
+        self.classes_ = stored_array(arrays, "classes", 1, "biufU")
+        c = self.classes_.size
+        if c < 2 or np.unique(self.classes_).size != c:
+            raise ValueError(f"classes must be at least 2 distinct labels; got {self.classes_.tolist()}")
+        self.centers_ = (stored_array(arrays, "centers", 1, "iu") if "centers" in arrays else None)
+        rows = n if self.centers_ is None else self.centers_.size
+        if self.centers_ is not None and (self.centers_.min() < 0 or self.centers_.max() >= n):
+            raise ValueError(f"centers must be indices of the {n} training points")
+        self.coef_ = stored_array(arrays, "coef", 2, shape=(rows, c))
+        self.offset_ = stored_array(arrays, "offset", 1, shape=(c,))
+        self.cv_scores_ = stored_array(arrays, "cv_scores", 1) if "cv_scores" in arrays else None
+        self.path_ = None if not stored_choice(meta, "has_path", (True, False)) else EigenPath(**{
+            f.name: stored_array(arrays, key, arrays[key].ndim, finite=False) if key in arrays else None
+            for f in dataclasses.fields(EigenPath) for key in [f"path.{f.name}"]})
 
     def _scores(self, X) -> np.ndarray:
         """Per-class scores (n_test, c) for the (n_test, n_train) kernel X = K_test."""

@@ -12,15 +12,29 @@ import sys
 
 from . import bench, gram, models
 
-__all__ = ["build_parser", "main"]
+__all__ = ["USER_ERRORS", "build_parser", "main"]
+
+#: what the library raises for input a user can get wrong: bad values and files (ValueError, and
+#: its ModelFileError, ChecksumError, NotPositiveDefiniteError), unreadable, missing, undecodable
+#: or unreachable things (OSError: FileNotFoundError, DatasetNotAvailable, ImageDecodeError,
+#: PermissionError, TimeoutError). Reported in one line, exit status 2; anything else is a bug and
+#: keeps its traceback.
+USER_ERRORS = (ValueError, OSError)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2), without the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tangentless",
         description="Theory-grounded baselines for image classification: compositional kernels, "
                     "scattering and the solvers that fit them.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     gram.add_command(commands)
     models.add_commands(commands)
     bench.add_command(commands)
@@ -28,9 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:   # before the missing-command check: a top-level --bogus is named as such
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.error("choose a command: gram, quickstart, fit, predict or bench")
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"tangentless {args.command}: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{getattr(args, 'parser', parser).prog}: error: {message}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 
 from ...kernels._shared.defaults import EXPERIMENT_PARAMS
@@ -18,8 +19,43 @@ CIFAR_SUBSET = "cifar10"
 
 def existing_file(text: str) -> pathlib.Path:
     path = pathlib.Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, expected a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {path}")
+    return path
+
+
+def _writable_folder_problem(folder: pathlib.Path) -> str | None:
+    """Why files cannot be written into ``folder`` (an existing path), or None."""
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"folder {folder} is not writable"
+    return None
+
+
+def output_file(args, option: str, suffixes: tuple[str, ...] | None = None,
+                folder_suffixes: tuple[str, ...] = ()) -> pathlib.Path | None:
+    """The output path of ``--option`` (None where not given), checked before any work: a parser
+    error unless it ends in one of ``suffixes`` (where given), is not an existing folder (unless
+    it ends in one of ``folder_suffixes``: a store such as .zarr), and the folder it goes in
+    exists and is writable (a missing folder is not created)."""
+    path = getattr(args, option.lstrip("-").replace("-", "_"))
+    if path is None:
+        return None
+    if suffixes and path.suffix not in suffixes:
+        args.parser.error(f"{option} {path}: use a {' or '.join(suffixes)} file name")
+    if path.is_dir() and path.suffix not in folder_suffixes:
+        args.parser.error(f"{option} {path} is a folder, expected a file name")
+    parent = path.parent
+    if not parent.exists():
+        existing = next(p for p in parent.parents if p.exists())
+        args.parser.error(f"{option} {path}: " + (f"folder {parent} does not exist" if existing.is_dir()
+                                                  else f"{existing} is not a folder"))
+    problem = _writable_folder_problem(parent)
+    if problem:
+        args.parser.error(f"{option} {path}: {problem}")
     return path
 
 
@@ -48,8 +84,13 @@ def methods(text: str) -> tuple[str, ...]:
     return names
 
 
+#: the spellings of a bool value in --set (JSON's true/false, and Python's)
+BOOLS = {"true": True, "True": True, "false": False, "False": False}
+
+
 def setting(text: str) -> tuple[str, str, object]:
-    """'cnn.epochs=50' -> ("cnn", "epochs", 50); values are JSON (true, 0.1, [1, 2]) or strings."""
+    """'cnn.epochs=50' -> ("cnn", "epochs", 50); values are true/false (True/False), JSON (0.1,
+    [1, 2]) or text; their types are checked against the parameters' by ``method_params``."""
     key, sep, value = text.partition("=")
     method, dot, name = key.partition(".")
     if not (sep and dot and method and name):
@@ -57,9 +98,11 @@ def setting(text: str) -> tuple[str, str, object]:
     if method not in METHODS:
         raise argparse.ArgumentTypeError(f"unknown method {method!r} in {text!r}; choose from "
                                          f"{', '.join(METHODS)}")
+    if value in BOOLS:
+        return method, name, BOOLS[value]
     try:
         parsed = json.loads(value)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         parsed = value
     return method, name, parsed
 
@@ -116,7 +159,17 @@ def train_test(args) -> tuple[tuple, tuple, str]:
 
 
 def report_folder(args) -> pathlib.Path:
-    """--out, a parser error where it exists and is not a folder."""
-    if args.out.exists() and not args.out.is_dir():
-        args.parser.error(f"--out {args.out} exists and is not a folder")
-    return args.out
+    """--out, created (with missing parents) before any work; a parser error where it, or the
+    nearest existing folder above it, is not a writable folder."""
+    out = args.out
+    if out.exists() and not out.is_dir():
+        args.parser.error(f"--out {out} exists and is not a folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    problem = _writable_folder_problem(existing)
+    if problem:
+        args.parser.error(f"--out {out}: {problem}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        args.parser.error(f"--out {out}: cannot create the folder ({err.strerror})")
+    return out

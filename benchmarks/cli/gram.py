@@ -1,6 +1,7 @@
 """The ``tangentless gram`` command: the Myrtle kernel matrix of a set of images and its cost."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import time
@@ -12,10 +13,30 @@ from ...kernels._shared.atomic import atomic_write
 from ...kernels.architectures import MYRTLE_NAMES, myrtle_depth
 from ...kernels.store import GramStore
 from ..datasets import load_digits_images, load_npz_images
+from .arguments import output_file
+
+
+#: seconds ``gram --scheduler ADDRESS`` waits for the Dask scheduler to answer
+SCHEDULER_TIMEOUT = 5
+
+
+def _connect(stack: contextlib.ExitStack, scheduler: str | None):
+    """``--scheduler`` for ``gram``: None and "local" as given; a scheduler address as a Dask
+    Client connected here (closed with ``stack``), ValueError where none answers within
+    :data:`SCHEDULER_TIMEOUT` seconds."""
+    if scheduler in (None, "local"):
+        return scheduler
+    from dask.distributed import Client  # optional dependency
+    try:
+        return stack.enter_context(Client(scheduler, timeout=SCHEDULER_TIMEOUT))
+    except OSError as err:  # TimeoutError, ConnectionRefusedError, ...
+        raise ValueError(f"--scheduler {scheduler}: no Dask scheduler answered within "
+                         f"{SCHEDULER_TIMEOUT} s ({type(err).__name__}: {err})") from None
 
 
 def run_gram(args) -> int:
     """The ``gram`` command: a Myrtle kernel matrix of images, its cost printed as JSON."""
+    output_file(args, "--out", (".npy", ".zarr"), folder_suffixes=(".zarr",))
     if args.images is None:
         images, _ = load_digits_images()
         source = "scikit-learn digits (8x8x1)"
@@ -36,9 +57,11 @@ def run_gram(args) -> int:
                "scheduler": args.scheduler, "workers": args.workers}
     if to_store:
         options.update(store=args.out, preprocessing={"zca_bias": args.zca_bias if args.zca else None})
-    start = time.perf_counter()
-    k = spec.gram(images, **options)
-    seconds = time.perf_counter() - start
+    with contextlib.ExitStack() as stack:
+        options["scheduler"] = _connect(stack, args.scheduler)
+        start = time.perf_counter()
+        k = spec.gram(images, **options)
+        seconds = time.perf_counter() - start
     n = len(images)
     pairs = n * (n + 1) // 2 * (2 if args.flip else 1)
     summary = {
@@ -98,4 +121,4 @@ def add_command(subparsers) -> None:
     g.add_argument("--workers", type=int,
                    help="processes of the --scheduler local cluster (default: one per CPU core)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.set_defaults(run=run_gram)
+    g.set_defaults(run=run_gram, parser=g)

@@ -15,7 +15,7 @@ from ..datasets import balanced_subset, load_digits_images, load_npz_images
 from ..experiments.methods import METHODS, describe, make_estimator
 from ..experiments.persist import load_model, save_model
 from ..report import markdown_table, percent, write_json
-from .arguments import existing_file, method_settings, report_folder, set_help, setting
+from .arguments import existing_file, output_file, method_settings, report_folder, set_help, setting
 
 DEFAULT_REPORT = pathlib.Path("tangentless-report")
 
@@ -55,8 +55,7 @@ def run_quickstart(args) -> int:
 
 def run_fit(args) -> int:
     """Train --method on all images of --data and save it to --model."""
-    if args.model.parent and not args.model.parent.is_dir():
-        args.parser.error(f"--model {args.model}: folder {args.model.parent} does not exist")
+    output_file(args, "--model")
     others = sorted({method for method, _, _ in args.set or []} - {args.method})
     if others:
         args.parser.error(f"--set {others[0]}....: this fit trains {args.method!r}")
@@ -76,10 +75,11 @@ def run_fit(args) -> int:
 
 def run_predict(args) -> int:
     """Labels of the images of --data from the model at --model, written to --out."""
-    if args.out.suffix not in (".npy", ".csv"):
-        args.parser.error(f"--out {args.out}: use a .npy or .csv file name")
+    output_file(args, "--out", (".npy", ".csv"))
     method, _, model = load_model(args.model)
     images, labels = load_npz_images(args.data)
+    if "progress" in model.get_params(deep=False):   # its own bars, on stderr
+        model.set_params(progress=not args.quiet)
     tic = time.perf_counter()
     predictions = np.asarray(model.predict(images))
     if args.out.suffix == ".csv":
@@ -131,4 +131,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--data", type=existing_file, required=True,
                    help=".npz with 'images' (and optionally 'labels')")
     p.add_argument("--out", type=pathlib.Path, required=True, help="predictions: a .npy or .csv file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_predict, parser=p)

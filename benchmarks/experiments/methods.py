@@ -25,10 +25,10 @@ from __future__ import annotations
 import copy
 import math
 
-from ..cnn import CNNClassifier
+from ..cnn import ARCHS, LOSSES, CNNClassifier
 from ...kernels import myrtle
 from ...kernels._shared.defaults import EXPERIMENT_PARAMS
-from ...kernels.architectures import myrtle_depth
+from ...kernels.architectures import MYRTLE_NAMES, myrtle_depth
 from ...scattering import ScatteringRidgeClassifier
 from ...solvers import CompositionalKernelClassifier
 
@@ -38,14 +38,59 @@ ESTIMATORS = {"kernel": CompositionalKernelClassifier, "scattering": ScatteringR
               "cnn": CNNClassifier, "resnet": CNNClassifier}
 
 
+#: the values a text parameter may take
+CHOICES = {"kernel": {"arch": MYRTLE_NAMES}, "cnn": {"arch": ARCHS, "loss": LOSSES},
+           "resnet": {"arch": ARCHS, "loss": LOSSES}}
+#: the numeric parameters that may be 0 (every other number must be > 0)
+MAY_BE_ZERO = frozenset({"zca_bias", "alphas", "min_steps"})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_param(method: str, name: str, value) -> None:
+    """ValueError (one line naming ``method.name``, the value and what is expected) unless
+    ``value`` has the type of the parameter's default: a bool is true or false (nothing else); an
+    int an integer; a float any finite number; a list a non-empty list of numbers; a text one of
+    :data:`CHOICES` where the parameter has some. Numbers are > 0 (>= 0 for :data:`MAY_BE_ZERO`)."""
+    default, least = EXPERIMENT_PARAMS[method][name], 0 if name in MAY_BE_ZERO else None
+
+    def fail(expected: str):
+        raise ValueError(f"{method}.{name}={value!r}: expected {expected}")
+
+    bound = ">= 0" if least == 0 else "> 0"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                value >= 0 if least == 0 else value > 0):
+            fail(f"an integer {bound}")
+    elif isinstance(default, float):
+        if not _is_number(value) or not (value >= 0 if least == 0 else value > 0):
+            fail(f"a number {bound}")
+    elif isinstance(default, list):
+        if not (isinstance(value, (list, tuple)) and value
+                and all(_is_number(v) and (v >= 0 if least == 0 else v > 0) for v in value)):
+            fail(f"a non-empty list of numbers {bound}, e.g. [0.001, 0.1]")
+    elif isinstance(default, str):
+        choices = CHOICES.get(method, {}).get(name)
+        if not isinstance(value, str) or (choices and value not in choices):
+            fail(f"one of {', '.join(choices)}" if choices else "text")
+
+
 def method_params(method: str, **overrides) -> dict:
-    """A copy of the default parameters of ``method`` with ``overrides`` applied."""
+    """A copy of the default parameters of ``method`` with ``overrides`` applied, each checked by
+    :func:`check_param`."""
     if method not in EXPERIMENT_PARAMS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     unknown = set(overrides) - set(EXPERIMENT_PARAMS[method])
     if unknown:
         raise ValueError(f"{method} has no parameter(s) {sorted(unknown)}; it takes "
                          f"{sorted(EXPERIMENT_PARAMS[method])}")
+    for name, value in overrides.items():
+        check_param(method, name, value)
     return {**copy.deepcopy(EXPERIMENT_PARAMS[method]), **overrides}
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pathlib
 
 from ...kernels._shared.nested import child_state, restore_child
-from ...kernels._shared.persist import ModelFileError, load_state, save_state
-from .methods import ESTIMATORS
+from ...kernels._shared.persist import ModelFileError, load_state, malformed, save_state
+from .methods import ESTIMATORS, method_params
 
 #: the kind of file :func:`save_model` writes
 KIND = "tangentless-method"
@@ -31,6 +31,11 @@ def load_model(path: str | pathlib.Path) -> tuple[str, dict, object]:
     record, meta, arrays = load_state(path, KIND)
     try:
         method = record["method"]
-        return method, record["params"], restore_child(ESTIMATORS[method], "model", meta, arrays)
+        if method not in ESTIMATORS:
+            raise ValueError(f"method must be one of {', '.join(ESTIMATORS)}; got {method!r}")
+        if not isinstance(record["params"], dict):
+            raise ValueError(f"params must be an object; got {record['params']!r}")
+        params = method_params(method, **record["params"])
+        return method, params, restore_child(ESTIMATORS[method], "model", meta, arrays)
     except (KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{path}: malformed {KIND} file: {err!r}") from None
+        raise malformed(path, KIND, err) from None

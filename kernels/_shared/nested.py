@@ -20,8 +20,12 @@ def restore_child(cls, key: str, meta: dict, arrays: dict[str, np.ndarray]):
     """The fitted ``cls`` stored by :func:`child_state` under ``key`` in a parent's meta and arrays;
     ValueError for a child of another kind (KeyError where it is missing)."""
     record = meta[key]
-    if record["kind"] != cls.__name__:
-        raise ValueError(f"{key} holds a {record['kind']!r}, not a {cls.__name__!r}")
+    if not (isinstance(record, dict) and isinstance(record.get("params"), dict)
+            and isinstance(record.get("meta"), dict)):
+        raise ValueError(f"{key} must be a record with kind, params and meta objects; got "
+                         f"{type(record).__name__}")
+    if record.get("kind") != cls.__name__:
+        raise ValueError(f"{key} holds a {record.get('kind')!r}, not a {cls.__name__!r}")
     prefix = f"{key}."
     child = cls(**cls._params_from_json(record["params"]))
     child._restore_fitted_state(record["meta"], {name[len(prefix):]: array for name, array in arrays.items()

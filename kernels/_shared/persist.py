@@ -4,6 +4,8 @@ module only writes and reads it."""
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import pathlib
 import zipfile
 
@@ -12,7 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .atomic import atomic_write
 
-__all__ = ["FORMAT", "ModelFileError", "Persistent", "save_state", "load_state"]
+__all__ = ["FORMAT", "ModelFileError", "Persistent", "save_state", "load_state", "malformed", "stored_array",
+           "stored_choice", "stored_number", "stored_shape"]
 
 #: the format written into every file; a file of another format is refused
 FORMAT = "tangentless-estimator-1"
@@ -36,21 +39,60 @@ def save_state(path, kind: str, params: dict, meta: dict, arrays: dict[str, np.n
                                                                **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_member(path: pathlib.Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """ModelFileError unless the .npy member's header is one numpy writes (no object dtype) and
+    the shape x itemsize it claims is the number of bytes the member holds (from the zip
+    directory): nothing is allocated for an array the file does not contain."""
+    name = info.filename.removesuffix(".npy")
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version not in _NPY_HEADERS:
+                raise ValueError(f".npy format version {version} is not one save_state writes")
+            shape, _, dtype = _NPY_HEADERS[version](member)
+            header = member.tell()
+        except (ValueError, EOFError, OSError, SyntaxError) as err:
+            raise ModelFileError(f"{path}: array {name!r} has no readable .npy header ({err})") from None
+    if dtype.hasobject:
+        raise ModelFileError(f"{path}: array {name!r} has dtype object; model files hold plain arrays")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed != info.file_size - header:
+        raise ModelFileError(f"{path}: array {name!r} claims shape {shape} of {dtype} ({claimed} bytes) "
+                             f"but holds {info.file_size - header} bytes")
+
+
+def _read_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``, each member's size checked before it is read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_member(path, archive, info)
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as err:
+        if isinstance(err, ModelFileError):
+            raise
+        raise ModelFileError(f"{path} is not a readable model file: {err}") from None
+
+
 def load_state(path, kind: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """``(params, meta, arrays)`` of a file written by :func:`save_state` for estimator ``kind``;
-    :class:`ModelFileError` names what is wrong with any other file."""
+    :class:`ModelFileError` names what is wrong with any other file (every array's size is checked
+    against the file before it is read)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"no such model file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ModelFileError(f"{path} is not a readable model file: {err}") from None
+    arrays = _read_arrays(path)
     if _RECORD not in arrays:
         raise ModelFileError(f"{path} is not a tangentless model file (no {_RECORD} record)")
+    text = arrays.pop(_RECORD)
     try:
-        record = json.loads(str(arrays.pop(_RECORD)))
+        if text.dtype.kind != "U" or text.ndim != 0:
+            raise ValueError(f"it is a {text.dtype} {text.shape} array, not text")
+        record = json.loads(str(text))
     except (ValueError, RecursionError) as err:
         raise ModelFileError(f"{path}: unreadable record: {err}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -64,12 +106,73 @@ def load_state(path, kind: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
     return params, meta, arrays
 
 
+def malformed(path, kind: str, err: Exception) -> ModelFileError:
+    """The one-line ModelFileError of a ``kind`` file whose fields ``err`` (KeyError: a missing
+    field; TypeError, ValueError: a wrong one) rejected."""
+    if isinstance(err, ModelFileError):
+        return err
+    problem = f"missing field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+    return ModelFileError(f"{path}: malformed {kind} file: {problem}")
+
+
+def stored_array(arrays: dict, name: str, ndim: int, kinds: str = "f", *, finite: bool = True,
+                 shape: tuple | None = None) -> np.ndarray:
+    """``arrays[name]`` checked as a saved fitted state must be: ``ndim`` dimensions, a dtype kind
+    among ``kinds`` (numpy's letters: "f" float, "i"/"u" integers, "b" bool, "U" text), finite
+    values (for float kinds) and ``shape`` (None entries: any size); ValueError naming it."""
+    if name not in arrays:
+        raise KeyError(name)
+    a = arrays[name]
+    if a.ndim != ndim or a.dtype.kind not in kinds:
+        raise ValueError(f"{name} must be a {ndim}-D array of kind {kinds!r}; got {a.dtype} {a.shape}")
+    if shape is not None and any(want is not None and got != want for got, want in zip(a.shape, shape)):
+        raise ValueError(f"{name} has shape {a.shape}; expected {tuple('*' if w is None else w for w in shape)}")
+    if finite and a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{name} holds NaN or inf values")
+    return a
+
+
+def stored_number(meta: dict, name: str, *, integer: bool = False, minimum: float | None = None,
+                  below: float | None = None, optional: bool = False):
+    """``meta[name]``: a finite number (an integer where ``integer``) >= ``minimum`` and <
+    ``below`` where given, or None where ``optional``; ValueError naming it."""
+    value = meta[name]
+    if value is None and optional:
+        return None
+    kind = numbers.Integral if integer else numbers.Real
+    if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
+            or (minimum is not None and value < minimum) or (below is not None and value >= below)):
+        bounds = "".join([f" >= {minimum}" if minimum is not None else "",
+                          f" and < {below}" if below is not None else ""])
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}{bounds}; got {value!r}")
+    return value
+
+
+def stored_choice(meta: dict, name: str, choices: tuple):
+    """``meta[name]``, one of ``choices``; ValueError naming it."""
+    value = meta[name]
+    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    return value
+
+
+def stored_shape(meta: dict, name: str, length: int | None = None) -> tuple[int, ...]:
+    """``meta[name]``: a list of positive integers (``length`` of them where given), as a tuple."""
+    value = meta[name]
+    if (not isinstance(value, list) or (length is not None and len(value) != length)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ValueError(f"{name} must be a list of {length or 'some'} positive integers; got {value!r}")
+    return tuple(value)
+
+
 class Persistent:
     """Mixin for estimators that save and load themselves: ``est.save(path)``, ``Cls.load(path)``.
 
     A subclass implements ``_fitted_state() -> (meta: dict, arrays: dict)`` (JSON-able meta, plain
     arrays) and ``_restore_fitted_state(meta, arrays)`` (sets every fitted attribute ending in
-    ``_``); params are ``get_params(deep=False)``, which a subclass whose params are not JSON-able
+    ``_``, each read through :func:`stored_array`, :func:`stored_number`, :func:`stored_choice`,
+    :func:`stored_shape` and checked for consistency, so a malformed file is refused at load with
+    one line rather than failing later); params are ``get_params(deep=False)``, which a subclass whose params are not JSON-able
     maps with ``_params_to_json`` / ``_params_from_json``.
     """
 
@@ -94,5 +197,5 @@ class Persistent:
             estimator = cls(**cls._params_from_json(params))
             estimator._restore_fitted_state(meta, arrays)
         except (KeyError, TypeError, ValueError) as err:
-            raise ModelFileError(f"{path}: malformed {cls.__name__} file: {err!r}") from None
+            raise malformed(path, cls.__name__, err) from None
         return estimator
