@@ -51,8 +51,9 @@ def kernel_dtype(spec) -> str:
 
 
 def psd_rtol(*dtypes: str) -> float:
-    """The PSD tolerance of a kernel computed or stored in ``dtypes``: that of the narrowest."""
-    return PSD_RTOL[narrowest(dtypes)]
+    """The PSD tolerance of a kernel computed or stored in ``dtypes``: that of the narrowest
+    (:data:`PSD_RTOL`; a dtype narrower than float64 counts as float32, as in the solvers)."""
+    return PSD_RTOL["float64" if np.dtype(narrowest(dtypes)).itemsize >= 8 else "float32"]
 
 
 def pixel_range(dtype: str, image_shape: tuple[int, int, int]) -> tuple[float, float]:
