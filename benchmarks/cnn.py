@@ -39,9 +39,9 @@ from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_RECIPE
 from ..kernels._shared.images import to_unit_range, validate_images
 from ..kernels._shared.persist import Persistent
 from ..kernels._shared.standardize import fit_standardization, standardize
-from ..kernels._shared.training import (INPUT_SCALES, ArrayData, EpochRandom, TrainResult, augment_batch,
-                                        check_finite_model, check_finite_outputs, check_input_dtype, encode_labels,
-                                        evaluation_scores, fingerprint, named_arrays, one_cycle, padded_batches, sgd,
+from ..kernels._shared.training import (ArrayData, EpochRandom, TrainResult, augment_batch, check_finite_model,
+                                        check_finite_outputs, check_fitted_images, encode_labels, evaluation_scores,
+                                        fingerprint, named_arrays, one_cycle, padded_batches, parse_input_dtype, sgd,
                                         sgd_update, train_loop, train_metrics, trees_from_arrays)
 
 LOSSES = ("mse", "xent")
@@ -489,10 +489,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         """(n, n_classes) network outputs (logits for xent, one-hot regressions for mse)."""
         check_is_fitted(self, "params_")
         images = validate_images(X, "X", dtype=None)
-        if images.shape[1:] != self.image_shape_:
-            raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
-                             f"{self.image_shape_}")
-        check_input_dtype(images, self.input_dtype_)
+        check_fitted_images(images, self.image_shape_, self.input_dtype_)
         check_finite_model({"params": self.params_, "state": self.state_}, "cannot predict")
         _, apply = self._network()
         return check_finite_outputs(predict_outputs(apply, self.params_, self.state_,
@@ -523,9 +520,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.standardization_ = {"mean": arrays.pop("standardization_mean"),
                                  "std": arrays.pop("standardization_std")}
         self.history_, self.budget_ = meta["history"], meta["budget"]
-        self.image_shape_, self.input_dtype_ = tuple(meta["image_shape"]), meta["input_dtype"]
-        if self.input_dtype_ not in INPUT_SCALES:
-            raise ValueError(f"input_dtype {self.input_dtype_!r} is not one of {sorted(INPUT_SCALES)}")
+        self.image_shape_, self.input_dtype_ = tuple(meta["image_shape"]), parse_input_dtype(meta["input_dtype"])
         init, _ = self._network()
         trees = trees_from_arrays(_tree_templates(init, self.image_shape_), arrays)
         if arrays:

@@ -11,8 +11,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..kernels._shared.images import validate_images
 from ..kernels._shared.persist import Persistent
-from ..kernels._shared.training import (INPUT_SCALES, check_finite_model, check_finite_outputs, check_input_dtype,
-                                        encode_labels, named_arrays, trees_from_arrays)
+from ..kernels._shared.training import (check_finite_model, check_finite_outputs, check_fitted_images, encode_labels,
+                                        named_arrays, parse_input_dtype, trees_from_arrays)
 from . import frontend, model, sparse_coding, train
 
 
@@ -130,10 +130,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         """(n, n_classes) logits."""
         check_is_fitted(self, "params_")
         images = validate_images(X, "X", dtype=None)
-        if images.shape[1:] != self.image_shape_:
-            raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
-                             f"{self.image_shape_}")
-        check_input_dtype(images, self.input_dtype_)
+        check_fitted_images(images, self.image_shape_, self.input_dtype_)
         check_finite_model({"params": self.params_, "state": self.state_}, "cannot predict")
         return check_finite_outputs(train.predict_logits(self.params_, self.state_, self.config_,
                                                          features=self._features(images)))
@@ -169,9 +166,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.config_ = _model_config(meta["config"])
         self.history_, self.budget_ = meta["history"], meta["budget"]
         self.image_shape_, self.feature_shape_ = tuple(meta["image_shape"]), tuple(meta["feature_shape"])
-        self.input_dtype_ = meta["input_dtype"]
-        if self.input_dtype_ not in INPUT_SCALES:
-            raise ValueError(f"input_dtype {self.input_dtype_!r} is not one of {sorted(INPUT_SCALES)}")
+        self.input_dtype_ = parse_input_dtype(meta["input_dtype"])
         if len(self.classes_) != self.config_.n_classes:
             raise ValueError(f"{len(self.classes_)} classes for a model of {self.config_.n_classes} outputs")
         params, state = jax.eval_shape(lambda key: model.init(key, self.config_, self.feature_shape_),
