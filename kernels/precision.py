@@ -29,8 +29,8 @@ __all__ = ["PSD_RTOL", "RANGE_MARGIN", "narrowest", "kernel_dtype", "psd_rtol", 
            "check_pixel_range"]
 
 #: the relative size of the negative eigenvalues that rounding alone gives a PSD kernel computed
-#: (or stored) in each dtype: the solvers' ``psd_rtol`` (equal to
-#: ``tangentless.solvers._psd.psd_tolerance``, which the tests check)
+#: (or stored) in each dtype: the solvers' ``psd_rtol`` (their defaults by storage dtype,
+#: ``tangentless.solvers._psd.psd_tolerance``, read it from here)
 PSD_RTOL = {"float32": 1e-5, "float64": 1e-8}
 #: safety factor between the kernel's extreme intermediate values and its dtype's range
 RANGE_MARGIN = 2.0 ** 10

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tangentless.kernels.precision import psd_rtol
+
 
 class NotPositiveDefiniteError(ValueError):
     """A kernel system matrix that is not (numerically) positive definite."""
@@ -24,9 +26,10 @@ class NotPositiveDefiniteError(ValueError):
 
 def psd_tolerance(dtype) -> float:
     """Relative size of the negative eigenvalues that rounding alone gives a PSD kernel stored
-    as ``dtype``: 1e-8 for float64 (and integers), 1e-5 for float32 or float16."""
+    as ``dtype``: the Gram engine's rule (:func:`tangentless.kernels.precision.psd_rtol`), 1e-8
+    for float64 (and integers), 1e-5 for float32 or float16."""
     dtype = np.dtype(dtype)
-    return 1e-5 if np.issubdtype(dtype, np.floating) and dtype.itemsize < 8 else 1e-8
+    return psd_rtol(dtype.name if np.issubdtype(dtype, np.floating) else "float64")
 
 
 def check_psd_rtol(psd_rtol) -> float:
