@@ -404,3 +404,16 @@ def test_holdout_cholesky_follows_psd_rtol(tmp_path):
     loaded = KernelRidgeClassifier.load(model.save(tmp_path / "m.npz"))
     assert loaded.psd_rtol == 1e-5
     np.testing.assert_array_equal(loaded.predict(k), model.predict(k))
+
+
+def test_quickstart_stdout_is_only_the_table(tmp_path, monkeypatch, capfd):
+    from tangentless.benchmarks.cli import models
+    tiny = {**models.QUICKSTART, "train": 50, "test": 50,
+            "params": {"kernel": {"flip": False}, "scattering": {"J": 1},
+                       "cnn": {"width": 8, "epochs": 1, "min_steps": 2, "augment": False},
+                       "resnet": {"width": 0.0625, "epochs": 1, "min_steps": 2, "augment": False}}}
+    monkeypatch.setattr(models, "QUICKSTART", tiny)
+    assert run_cli(["quickstart", "--out", tmp_path]) == 0
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.strip()]
+    assert lines[0].startswith("# Quickstart")
+    assert all(line.startswith("|") for line in lines[1:]), lines

@@ -48,8 +48,11 @@ def run_quickstart(args) -> int:
     write_json(out / "quickstart.json", {"experiment": "quickstart", "data": data,
                                           "params": params, "results": results,
                                           "seconds_in_command": round(time.perf_counter() - start, 1)})
-    (out / "quickstart.md").write_text(f"# Quickstart: {data}\n\n{table}")
-    print(f"{data}\n\n{table}\nreport: {out / 'quickstart.json'}, {out / 'quickstart.md'}")
+    report = f"# Quickstart: {data}\n\n{table}"
+    (out / "quickstart.md").write_text(report)
+    print(report, end="")   # stdout: the result only; where it was written goes to stderr
+    if not args.quiet:
+        print(f"report: {out / 'quickstart.json'}, {out / 'quickstart.md'}", file=sys.stderr)
     return 0
 
 
