@@ -11,8 +11,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..kernels._shared.images import validate_images
 from ..kernels._shared.persist import Persistent
-from ..kernels._shared.training import (check_finite_model, check_finite_outputs, check_fitted_images, encode_labels,
-                                        named_arrays, parse_input_dtype, trees_from_arrays)
+from ..kernels._shared.images import check_fitted_images, parse_input_dtype
+from ..kernels._shared.training import (check_finite_model, check_finite_outputs, encode_labels, named_arrays,
+                                        trees_from_arrays)
 from . import frontend, model, sparse_coding, train
 
 

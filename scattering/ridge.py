@@ -8,8 +8,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..kernels._shared.defaults import SCATTERING_ALPHAS
+from ..kernels._shared.images import check_fitted_images, parse_input_dtype, validate_images
 from ..kernels._shared.nested import child_state, restore_child
-from ..kernels._shared.persist import Persistent, stored_array
+from ..kernels._shared.persist import Persistent, stored_array, stored_shape
 from ..kernels._shared.standardize import fit_standardization
 from ..solvers import KernelRidgeClassifier
 from ..solvers.estimators import alphas_from_json, alphas_to_json
@@ -47,7 +48,9 @@ class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
     2^J; uint8 images are scaled to [0, 1]. Keeps the training rows (N, H W C K / 4^J) float64.
 
     Attributes: standardization_ ({"mean", "std"} (D,) float32), train_rows_ (n, D) float64,
-    ridge_ (fitted :class:`~tangentless.solvers.KernelRidgeClassifier`), classes_, alpha_.
+    ridge_ (fitted :class:`~tangentless.solvers.KernelRidgeClassifier`), classes_, alpha_,
+    image_shape_ (H, W, C) and input_dtype_ ("uint8" or "float32"): prediction refuses images of
+    another shape or dtype (the same pixels as uint8 and as floats are different inputs).
     ``save(path)`` / ``ScatteringRidgeClassifier.load(path)``: arrays + JSON, no pickle.
     """
 
@@ -61,18 +64,22 @@ class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """X: (n, H, W, C) images; y: (n,) labels."""
-        features = self._features(X)
+        images = validate_images(X, "X", dtype=None)
+        features = self._features(images)
         self.standardization_ = feature_standardization(features)
         self.train_rows_ = scattering_rows(features, self.standardization_)
         self.ridge_ = KernelRidgeClassifier(alphas=self.alphas)
         self.ridge_.fit(rbf_kernel(self.train_rows_, self.train_rows_), y)
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
+        self.image_shape_, self.input_dtype_ = tuple(images.shape[1:]), str(images.dtype)
         return self
 
     def predict(self, X):
         """(n_test,) predicted labels."""
         check_is_fitted(self, "ridge_")
-        rows = scattering_rows(self._features(X), self.standardization_)
+        images = validate_images(X, "X", dtype=None)
+        check_fitted_images(images, self.image_shape_, self.input_dtype_)
+        rows = scattering_rows(self._features(images), self.standardization_)
         return self.ridge_.predict(rbf_kernel(rows, self.train_rows_))
 
     def _params_to_json(self) -> dict:
@@ -84,6 +91,7 @@ class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def _fitted_state(self) -> tuple[dict, dict]:
         meta, arrays = child_state("ridge_", self.ridge_)
+        meta = {**meta, "image_shape": list(self.image_shape_), "input_dtype": self.input_dtype_}
         return meta, {**arrays, "train_rows": self.train_rows_,
                       "standardization.mean": self.standardization_["mean"],
                       "standardization.std": self.standardization_["std"]}
@@ -98,3 +106,5 @@ class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if not (self.standardization_["std"] > 0).all():
             raise ValueError("standardization.std must be > 0")
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
+        self.image_shape_ = stored_shape(meta, "image_shape", 3)
+        self.input_dtype_ = parse_input_dtype(meta["input_dtype"])

@@ -11,6 +11,7 @@ from tangentless.kernels import (AvgPool, Cast, Conv, DirectSum, Gaussian, Globa
                                  Normalize, Polynomial, Relu, Serial, ZCAWhitening, myrtle,
                                  validate_images)
 from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
+from tangentless.kernels._shared.images import check_fitted_images, parse_input_dtype
 from tangentless.kernels._shared.nested import child_state, restore_child
 from tangentless.kernels._shared.persist import Persistent, stored_array
 from tangentless.kernels.architectures import myrtle_depth
@@ -50,6 +51,10 @@ def spec_from_json(value):
     return LAYER_TYPES[value["layer"]](**fields)
 
 
+#: what the kernel classifier does with each input dtype (both are whitened as given)
+PIXEL_SCALES = {"uint8": "pixels used as given", "float32": "pixels used as given"}
+
+
 class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """Kernel ridge classification with a compositional kernel, fitted on NHWC images.
 
@@ -59,8 +64,10 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
     alphas, solver: passed to :class:`KernelRidgeClassifier` (alpha chosen on the training data).
     Memory: keeps the (whitened) training images; the training kernel is n x n float64.
     Attributes: spec_ (the Layer spec), zca_ (fitted :class:`ZCAWhitening` or None),
-    train_images_ (n, H, W, C) float32, ridge_ (fitted :class:`KernelRidgeClassifier`), classes_,
-    alpha_. ``save(path)`` / ``CompositionalKernelClassifier.load(path)``: arrays + JSON, no pickle
+    train_images_ (n, H, W, C) float32, ridge_ (fitted :class:`KernelRidgeClassifier`, with the
+    spec's PSD tolerance ``spec_.psd_rtol``: 1e-5 for kernels with float32 stages), classes_,
+    alpha_, input_dtype_ ("uint8" or "float32": the pixels are whitened as given, so prediction
+    refuses the other dtype, as it refuses another image shape). ``save(path)`` / ``CompositionalKernelClassifier.load(path)``: arrays + JSON, no pickle
     (a Layer ``arch`` is stored as the arguments that rebuild it).
     """
 
@@ -92,7 +99,8 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """X: (n, H, W, C) images; y: (n,) labels."""
-        images = validate_images(X, "X")
+        raw = validate_images(X, "X", dtype=None)
+        images = raw.astype(np.float32)
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape "
@@ -100,10 +108,12 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.spec_ = self._spec()
         self.zca_ = ZCAWhitening(bias=self.zca_bias).fit(images) if self.zca else None
         self.train_images_ = self._preprocess(images)
-        self.ridge_ = KernelRidgeClassifier(alphas=self.alphas, solver=self.solver)
+        self.ridge_ = KernelRidgeClassifier(alphas=self.alphas, solver=self.solver,
+                                            psd_rtol=self.spec_.psd_rtol)
         self.ridge_.fit(self._gram(self.train_images_), labels)
         self.classes_ = self.ridge_.classes_
         self.alpha_ = self.ridge_.alpha_
+        self.input_dtype_ = str(raw.dtype)
         return self
 
     def _params_to_json(self) -> dict:
@@ -117,6 +127,7 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def _fitted_state(self) -> tuple[dict, dict]:
         meta, arrays = child_state("ridge_", self.ridge_)
+        meta = {**meta, "input_dtype": self.input_dtype_}
         if self.zca_ is not None:
             zca_meta, zca_arrays = child_state("zca_", self.zca_)
             meta, arrays = {**meta, **zca_meta}, {**arrays, **zca_arrays}
@@ -132,6 +143,7 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
             raise ValueError(f"train_images have shape {self.train_images_.shape[1:]}, the ZCA "
                              f"whitening {self.zca_.input_shape_}")
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
+        self.input_dtype_ = parse_input_dtype(meta["input_dtype"])
 
     def _preprocess(self, images, *, blank_is_zero: bool = False):
         """The images ZCA-whitened (where ``zca``). With ``blank_is_zero`` (prediction), a constant
@@ -151,10 +163,9 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
     def test_kernel(self, X) -> np.ndarray:
         """(n_test, n_train) kernel between new images and the training images."""
         check_is_fitted(self, "ridge_")
-        images = validate_images(X, "X")
-        if images.shape[1:] != self.train_images_.shape[1:]:
-            raise ValueError(f"X has images of shape {images.shape[1:]}, the model was fitted on "
-                             f"{self.train_images_.shape[1:]}")
+        raw = validate_images(X, "X", dtype=None)
+        check_fitted_images(raw, self.train_images_.shape[1:], self.input_dtype_, scales=PIXEL_SCALES)
+        images = raw.astype(np.float32)
         return self._gram(self._preprocess(images, blank_is_zero=True), self.train_images_)
 
     def decision_function(self, X):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["validate_images", "to_unit_range"]
+__all__ = ["validate_images", "to_unit_range", "INPUT_SCALES", "check_fitted_images", "parse_input_dtype"]
 
 
 def validate_images(x, name: str = "x", dtype: str | None = "float32") -> np.ndarray:
@@ -41,3 +41,29 @@ def to_unit_range(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images.astype(np.float32) / np.float32(255.0)
     return images.astype(np.float32, copy=False)
+
+
+#: the input dtypes of the image models (``validate_images(x, dtype=None)`` gives one of them) and
+#: what the models do with each: a model fitted on one refuses the other
+INPUT_SCALES = {"uint8": "scaled to [0, 1]", "float32": "used as given"}
+
+
+def check_fitted_images(images: np.ndarray, image_shape: tuple, fitted: str, name: str = "X",
+                        scales: dict = INPUT_SCALES) -> None:
+    """ValueError (one line) unless ``images`` (N, H, W, C) (validated: uint8 or float32) have the
+    image shape (H, W, C) and the dtype the model was fitted on: the same pixels as uint8 and as
+    floats are different inputs (/255 or not). ``scales`` says what the model does with each dtype."""
+    if tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{name} has images of shape {images.shape[1:]}, the model was fitted on {tuple(image_shape)}")
+    got = str(images.dtype)
+    if got != fitted:
+        kind = "uint8" if fitted == "uint8" else "float"
+        raise ValueError(f"{name}: the model was fitted on {fitted} images ({scales[fitted]}); got {got} "
+                         f"({scales.get(got, 'not an image dtype')}): pass {kind} images, as at fit")
+
+
+def parse_input_dtype(value) -> str:
+    """A saved model's input dtype, checked: one of :data:`INPUT_SCALES`."""
+    if not isinstance(value, str) or value not in INPUT_SCALES:
+        raise ValueError(f"input_dtype {value!r} is not one of {sorted(INPUT_SCALES)}")
+    return value

@@ -41,11 +41,12 @@ import optax
 from sklearn.utils.multiclass import check_classification_targets
 from tqdm.auto import tqdm
 
+from .images import INPUT_SCALES, check_fitted_images, parse_input_dtype  # noqa: F401 (cnn.py)
 from .atomic import atomic_write
 from .digest import array_sha256
 
 __all__ = ["CHECKPOINT", "CheckpointError", "TrainingDivergedError", "TrainResult", "check_labels", "encode_labels",
-           "INPUT_SCALES", "check_fitted_images", "parse_input_dtype", "non_finite_leaves", "check_finite_model",
+           "non_finite_leaves", "check_finite_model",
            "check_finite_outputs", "EpochRandom", "augment_batch", "ArrayData", "padded_batches", "decay_mask", "sgd", "sgd_update", "step_decay", "one_cycle",
            "train_metrics", "evaluation_scores", "fingerprint", "named_arrays", "trees_from_arrays", "save_checkpoint",
            "load_checkpoint", "train_loop"]
@@ -104,31 +105,6 @@ def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
     if len(classes) < 2:
         raise ValueError(f"{name} has a single class ({classes[0]!r}); need at least 2")
     return classes, targets.reshape(-1)
-
-
-#: the input dtypes of the image models (``validate_images(x, dtype=None)`` gives one of them) and
-#: what the models do with each: a model fitted on one refuses the other
-INPUT_SCALES = {"uint8": "scaled to [0, 1]", "float32": "used as given"}
-
-
-def check_fitted_images(images: np.ndarray, image_shape: tuple, fitted: str, name: str = "X") -> None:
-    """ValueError (one line) unless ``images`` (N, H, W, C) (validated: uint8 or float32) have the
-    image shape (H, W, C) and the dtype the model was fitted on: the same pixels as uint8 and as
-    floats are different inputs (/255 or not)."""
-    if tuple(images.shape[1:]) != tuple(image_shape):
-        raise ValueError(f"{name} has images of shape {images.shape[1:]}, the model was fitted on {tuple(image_shape)}")
-    got = str(images.dtype)
-    if got != fitted:
-        kind = "uint8" if fitted == "uint8" else "float"
-        raise ValueError(f"{name}: the model was fitted on {fitted} images ({INPUT_SCALES[fitted]}); got {got} "
-                         f"({INPUT_SCALES.get(got, 'not an image dtype')}): pass {kind} images, as at fit")
-
-
-def parse_input_dtype(value) -> str:
-    """A saved model's input dtype, checked: one of :data:`INPUT_SCALES`."""
-    if not isinstance(value, str) or value not in INPUT_SCALES:
-        raise ValueError(f"input_dtype {value!r} is not one of {sorted(INPUT_SCALES)}")
-    return value
 
 
 @jax.jit
