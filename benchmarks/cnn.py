@@ -33,7 +33,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..kernels import myrtle
+from ..kernels import AvgPool, Cast, Conv, GlobalAvgPool, Relu, Serial, myrtle
+from ..kernels.architectures import myrtle_depth
 from ..kernels._shared.batch_norm import batch_norm
 from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_RECIPE
 from ..kernels._shared.images import to_unit_range, validate_images
@@ -46,6 +47,9 @@ from ..kernels._shared.training import (ArrayData, EpochRandom, TrainResult, aug
 
 LOSSES = ("mse", "xent")
 ARCHS = ("myrtle5", "myrtle7", "myrtle10", "resnet9")
+PARAMETERIZATIONS = ("ntk", "standard")
+#: the layers :func:`standard_network` supports
+STANDARD_LAYERS = (Conv, Relu, AvgPool, GlobalAvgPool, Cast)
 #: (block, channels at width 1, max-pool 2 after the conv, residual pair of convs after that)
 RESNET9_BLOCKS = (("prep", 64, False, False), ("layer1", 128, True, True),
                   ("layer2", 256, True, False), ("layer3", 512, True, True))
@@ -53,17 +57,25 @@ RESNET9_BLOCKS = (("prep", 64, False, False), ("layer1", 128, True, True),
 
 # --- networks ------------------------------------------------------------------------------------
 
-def kernel_network(spec, width: int, num_outputs: int = 10):
-    """``spec.network(width, num_outputs)`` (the finite-width network whose NNGP is the spec's
-    kernel) in this module's interface; no state.
+def kernel_network(spec, width: int, num_outputs: int = 10, parameterization: str = "ntk"):
+    """The finite-width network of a kernel spec (its layers, no bias, no batch norm) in this
+    module's interface; no state. Both parameterizations have the same function at init, in
+    distribution, so the NNGP of each is the spec's kernel (up to the constant said below).
 
-    Its parameterization is the kernel's (NTK-style): weights N(0, 1), each layer's output divided by
-    sqrt(fan_in). Learning rates are therefore in NTK units, the same at every width; a PyTorch-style
-    (standard) parameterization needs a learning rate that falls as 1 / width and diverged on CIFAR
-    at width 64 with the rates that train width 32. init raises ValueError for image sizes the spec
-    cannot pool (Myrtle: H, W divisible by 4).
+    - "ntk" (``spec.network(width, num_outputs)``, the kernel's own): weights N(0, 1), each conv's
+      output divided by sqrt(fan_in), ReLU as sqrt(2) relu, pixels scaled by sqrt(C), readout
+      N(0, 1) divided by sqrt(width); output covariance at init = the kernel. Learning rates are in
+      NTK units: a hidden conv moves fan_in (9 x width) times slower than in "standard" at the same lr.
+    - "standard": :func:`standard_network`, He-initialized weights N(0, 2 / fan_in) used as they are
+      (PyTorch's convention, the one the paper's lr 0.1 refers to), plain relu, readout N(0, 1 / width);
+      output covariance at init = the kernel / C (C input channels: the kernel sums over them).
+
+    init raises ValueError for image sizes the spec cannot pool (Myrtle: H, W divisible by 4).
     """
-    net_init, net_apply = spec.network(width, num_outputs)
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
+    net_init, net_apply = (spec.network(width, num_outputs) if parameterization == "ntk"
+                           else standard_network(spec, width, num_outputs))
 
     def init(key, input_shape):
         h, w, c = input_shape
@@ -72,6 +84,59 @@ def kernel_network(spec, width: int, num_outputs: int = 10):
 
     def apply(params, state, x, train: bool):
         return net_apply(params, x), state
+
+    return init, apply
+
+
+def _standard_layers(spec) -> tuple:
+    """The layers of a spec the standard parameterization supports: Conv, Relu, pools and Casts,
+    each Conv followed by a Relu (He's init assumes one); ValueError otherwise."""
+    layers = spec.layers if isinstance(spec, Serial) else (spec,)
+    unsupported = [type(layer).__name__ for layer in layers if not isinstance(layer, STANDARD_LAYERS)]
+    if unsupported:
+        raise ValueError(f"the standard parameterization supports {', '.join(t.__name__ for t in STANDARD_LAYERS)}"
+                         f" layers; got {', '.join(sorted(set(unsupported)))}")
+    if any(isinstance(layer, Conv) and not isinstance(after, Relu) for layer, after in zip(layers, layers[1:] + (None,))):
+        raise ValueError("the standard parameterization needs a Relu after every Conv (He's init)")
+    return layers
+
+
+def standard_network(spec, width: int, num_outputs: int):
+    """``(init, apply)`` of the standard-parameterized network of a Conv / Relu / pool spec:
+    ``init(key, in_channels) -> {"body": per-layer weights, "readout": (width, num_outputs)}``,
+    ``apply(params, x (N, H, W, C)) -> (N, num_outputs)``.
+
+    Conv weights (size, size, cin, width) ~ N(0, 2 / (size^2 cin)) (He), convs without bias or
+    scaling, relu, the spec's pools; readout after the global pool ~ N(0, 1 / width). At init this
+    is the NTK network's function with its pixels divided by sqrt(C): the features are the kernel's
+    divided by sqrt(C), the output covariance the kernel / C.
+    """
+    layers = _standard_layers(spec)
+    if width < 1 or num_outputs < 1:
+        raise ValueError(f"width and num_outputs must be >= 1; got {width}, {num_outputs}")
+
+    def init(key, in_channels: int):
+        keys = jax.random.split(key, len(layers) + 1)
+        body, channels = [], in_channels
+        for layer, k in zip(layers, keys):
+            if isinstance(layer, Conv):
+                fan_in = layer.size ** 2 * channels
+                body.append(jax.random.normal(k, (layer.size, layer.size, channels, width)) * math.sqrt(2 / fan_in))
+                channels = width
+            else:
+                body.append(())
+        readout = jax.random.normal(keys[-1], (channels, num_outputs)) / math.sqrt(channels)
+        return {"body": tuple(body), "readout": readout}
+
+    def apply(params, x):
+        h = x
+        for layer, weights in zip(layers, params["body"]):
+            h = (_conv(h, weights) if isinstance(layer, Conv) else jax.nn.relu(h) if isinstance(layer, Relu)
+                 else layer.apply((), h))
+        if h.shape[1:3] != (1, 1):
+            raise ValueError(f"a readout needs a 1x1 final map (end the spec with GlobalAvgPool); "
+                             f"got {h.shape[1]}x{h.shape[2]}")
+        return h.reshape(h.shape[0], -1) @ params["readout"]
 
     return init, apply
 
@@ -380,15 +445,28 @@ def train_cnn(init, apply, images, labels, config: CNNTrainConfig, *, eval_set=N
 # --- scikit-learn classifier -----------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
-def build_network(arch: str, width, num_outputs: int):
-    """``(init, apply)`` of an :data:`ARCHS` name (cached: one jitted forward per network)."""
+def build_network(arch: str, width, num_outputs: int, parameterization: str | None = None):
+    """``(init, apply)`` of an :data:`ARCHS` name (cached: one jitted forward per network). Myrtle:
+    :func:`kernel_network` in ``parameterization`` (None: the family's, ``CNN_ARCH_DEFAULTS``);
+    ResNet-9 has its own (PyTorch's) standard parameterization and refuses "ntk"."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
+    if parameterization is None:
+        parameterization = CNN_ARCH_DEFAULTS[_family(arch)]["parameterization"]
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
     if arch == "resnet9":
+        if parameterization != "standard":
+            raise ValueError(f"resnet9 has only the standard parameterization; got {parameterization!r}")
         return resnet9(width, num_outputs)
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
         raise ValueError(f"{arch} width must be a positive integer (channels per layer); got {width!r}")
-    return kernel_network(myrtle(int(arch[len("myrtle"):]), head="linear"), int(width), num_outputs)
+    return kernel_network(myrtle(myrtle_depth(arch), head="linear"), int(width), num_outputs, parameterization)
+
+
+def _family(arch: str) -> str:
+    """The ``CNN_ARCH_DEFAULTS`` key of an :data:`ARCHS` name."""
+    return "resnet9" if arch == "resnet9" else "myrtle"
 
 
 def preprocess(images: np.ndarray, stats: dict) -> np.ndarray:
@@ -435,7 +513,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def __init__(self, arch="resnet9", width=None, epochs=CNN_RECIPE["epochs"], batch_size=None, lr=None,
                  weight_decay=CNN_RECIPE["weight_decay"], loss=None, augment=CNN_RECIPE["augment"], random_state=0,
-                 checkpoint_dir=None, progress=False):
+                 checkpoint_dir=None, progress=False, parameterization=None):
         self.arch = arch
         self.width = width
         self.epochs = epochs
@@ -447,6 +525,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
+        self.parameterization = parameterization
 
     def _setting(self, name: str):
         value = getattr(self, name)
@@ -454,10 +533,10 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
             return value
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}; got {self.arch!r}")
-        return CNN_ARCH_DEFAULTS["resnet9" if self.arch == "resnet9" else "myrtle"][name]
+        return CNN_ARCH_DEFAULTS[_family(self.arch)][name]
 
     def _network(self):
-        return build_network(self.arch, self._setting("width"), len(self.classes_))
+        return build_network(self.arch, self._setting("width"), len(self.classes_), self._setting("parameterization"))
 
     def _seed(self) -> int:
         if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
@@ -479,7 +558,8 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.standardization_ = fit_standardization(to_unit_range(images))
         result = train_cnn(init, apply, preprocess(images, self.standardization_), targets, config,
                            checkpoint_dir=self.checkpoint_dir, progress=self.progress,
-                           model_fingerprint={"arch": self.arch, "width": self._setting("width")})
+                           model_fingerprint={"arch": self.arch, "width": self._setting("width"),
+                                              "parameterization": self._setting("parameterization")})
         self.params_, self.state_, self.history_, self.budget_ = (result.params, result.state, result.history,
                                                                   result.budget)
         self.image_shape_, self.input_dtype_ = images.shape[1:], str(images.dtype)

@@ -68,12 +68,46 @@ def test_unsupported_image_sizes(arch, shape, match):
 
 def test_myrtle_arch_is_the_spec_network():
     """The classifier's Myrtle network is spec.network of the kernel spec, parameters and function."""
-    init, apply = cnn.build_network("myrtle7", 8, 10)
+    init, apply = cnn.build_network("myrtle7", 8, 10, "ntk")
     net_init, net_apply = myrtle(7, head="linear").network(8, 10)
     params, state = init(jax.random.key(3), (8, 8, 2))
     jax.tree_util.tree_map(np.testing.assert_array_equal, params, net_init(jax.random.key(3), 2))
     x = jnp.asarray(RNG.normal(size=(4, 8, 8, 2)), jnp.float32)
     np.testing.assert_array_equal(apply(params, state, x, True)[0], net_apply(params, x))
+
+
+def test_standard_parameterization_is_he_init_and_the_ntk_function():
+    """Standard: conv weights N(0, 2 / fan_in), readout N(0, 1 / width), used as they are; with the
+    NTK network's weights rescaled to those, the two compute the same function of x / sqrt(C)."""
+    spec, width, c = myrtle(5, head="linear"), 64, 2
+    init, apply = cnn.kernel_network(spec, width, 10, "standard")
+    params, _ = init(jax.random.key(0), (8, 8, c))
+    convs = [w for w in params["body"] if len(w)]
+    assert len(convs) == 4 and all(w.shape[:2] == (3, 3) for w in convs)
+    for w in convs:
+        fan_in = 9 * w.shape[2]
+        assert np.std(np.asarray(w)) == pytest.approx(np.sqrt(2 / fan_in), rel=0.15 if fan_in < 100 else 0.03)
+    assert np.std(np.asarray(params["readout"])) == pytest.approx(1 / np.sqrt(width), rel=0.1)
+    ntk_init, ntk_apply = cnn.kernel_network(spec, width, 10, "ntk")
+    ntk_params, _ = ntk_init(jax.random.key(1), (8, 8, c))
+    scales = iter(np.sqrt(2 / np.array([9 * c] + [9 * width] * 3)))   # NTK conv: W / sqrt(fan_in), then sqrt(2) relu
+    as_standard = {"body": tuple(w if isinstance(w, tuple) else w * next(scales) for w in ntk_params["body"]),
+                   "readout": ntk_params["readout"] / np.sqrt(width)}
+    x = jnp.asarray(RNG.normal(size=(3, 8, 8, c)), jnp.float32)
+    np.testing.assert_allclose(apply(as_standard, {}, x, False)[0],
+                               ntk_apply(ntk_params, {}, x / np.sqrt(c), False)[0], rtol=2e-4, atol=1e-5)
+
+
+def test_parameterization_errors():
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        cnn.build_network("myrtle5", 8, 10, "mup")
+    with pytest.raises(ValueError, match="resnet9 has only the standard"):
+        cnn.build_network("resnet9", 1 / 16, 10, "ntk")
+    with pytest.raises(ValueError, match="supports Conv, Relu"):
+        cnn.kernel_network(myrtle(5, "gaussian", head="linear"), 8, 10, "standard")
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        cnn.CNNClassifier("myrtle5", width=4, epochs=1, parameterization="NTK").fit(
+            RNG.random((6, 8, 8, 1)).astype(np.float32), np.array([0, 1] * 3))
 
 
 @pytest.mark.parametrize("arch", ["resnet9", "myrtle5"])
@@ -229,6 +263,17 @@ def test_myrtle_learns_digits_above_chance(digits):
     clf = cnn.CNNClassifier("myrtle5", width=16, epochs=5, batch_size=64, augment=False).fit(xtr, ytr)
     assert clf.history_[-1]["loss"] < clf.history_[0]["loss"]
     assert clf.score(xte, yte) > 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings, floor", [({"parameterization": "standard"}, 0.95),
+                                             ({"parameterization": "ntk", "lr": 4.0, "weight_decay": 0.0}, 0.9)])
+def test_myrtle_parameterizations_learn_digits(digits, settings, floor):
+    """Both parameterizations train (the family's batch 32; NTK without weight decay, which in NTK
+    units shrinks every hidden conv: docs/baselines.md)."""
+    xtr, ytr, xte, yte = digits
+    clf = cnn.CNNClassifier("myrtle5", width=16, epochs=5, augment=False, **settings).fit(xtr, ytr)
+    assert clf.score(xte, yte) > floor
 
 
 def test_resnet9_learns_cifar_subset(cifar10_subset):

@@ -8,6 +8,8 @@ from tangentless.kernels import (AvgPool, Conv, DirectSum, Gaussian, GlobalAvgPo
 
 rng = np.random.default_rng(0)
 IMAGES = rng.normal(size=(5, 8, 8, 3)).astype(np.float32)
+#: random networks per Monte Carlo estimate of an output covariance
+DRAWS = 300
 
 
 def _relative_errors(spec, width, seeds=range(8)):
@@ -58,3 +60,38 @@ def test_readout_output_covariance_matches_myrtle_kernel():
     np.testing.assert_allclose(covariance / scale, exact / scale, atol=0.08)
     # and it is not trivially close: the kernel has clearly non-zero off-diagonal structure
     assert np.abs(exact - np.diag(np.diag(exact))).max() / scale > 0.05
+
+
+
+def _readout_covariances(init, apply, draws: int) -> np.ndarray:
+    """(draws, n, n) covariances of the readout outputs of ``draws`` random networks (each over its
+    outputs), networks in ``(init(key), apply(params, x))`` form."""
+    def covariance(key):
+        out = apply(init(key), IMAGES)                  # (n, outputs)
+        return out @ out.T / out.shape[1]
+
+    keys = jax.random.split(jax.random.PRNGKey(1), draws)
+    return np.asarray(jax.jit(jax.vmap(covariance))(keys), np.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_myrtle_network_at_init_has_the_kernel_as_output_covariance(parameterization):
+    """Monte Carlo over a few hundred random wide Myrtle5 networks (linear readout) in both
+    parameterizations: the output covariance is the kernel (NTK) or the kernel / C (standard, He init
+    on raw pixels: the kernel sums over the C input channels), within a tolerance that falls like
+    1 / sqrt(draws)."""
+    from tangentless.benchmarks.cnn import kernel_network   # benchmarks sits above kernels: test-only import
+
+    spec = myrtle(5, head="linear", precision="float64")
+    expected = spec.gram(IMAGES, progress=False) / (IMAGES.shape[-1] if parameterization == "standard" else 1)
+    init, apply = kernel_network(spec, 128, 64, parameterization)
+    draws = _readout_covariances(lambda key: init(key, IMAGES.shape[1:])[0],
+                                 lambda p, x: apply(p, {}, x, False)[0], draws=DRAWS)
+    error = draws.mean(axis=0) - expected
+    standard_error = draws.std(axis=0, ddof=1) / np.sqrt(len(draws))   # the draws are independent
+    scale = np.diag(expected).mean()
+    # 4 standard errors, plus 2% of the diagonal for the finite-width bias (O(1 / width))
+    np.testing.assert_array_less(np.abs(error), 4 * standard_error + 0.02 * scale)
+    assert standard_error.max() < 0.03 * scale, standard_error.max() / scale    # the test has power
+    assert np.abs(expected - np.diag(np.diag(expected))).max() > 0.05 * scale   # off-diagonal structure

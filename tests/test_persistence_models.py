@@ -45,10 +45,11 @@ def _round_trip(estimator, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("arch, width", [("resnet9", 1 / 16), ("myrtle5", 4)])
-def test_cnn_classifier_round_trip(arch, width, tmp_path):
-    path = _round_trip(CNNClassifier(arch, width=width, epochs=2, batch_size=4, augment=True, random_state=3),
-                       tmp_path)
+@pytest.mark.parametrize("arch, width, parameterization", [("resnet9", 1 / 16, None), ("myrtle5", 4, "ntk"),
+                                                          ("myrtle5", 4, "standard")])
+def test_cnn_classifier_round_trip(arch, width, parameterization, tmp_path):
+    path = _round_trip(CNNClassifier(arch, width=width, epochs=2, batch_size=4, augment=True, random_state=3,
+                                     parameterization=parameterization), tmp_path)
     with pytest.raises(ModelFileError, match="holds a 'CNNClassifier', not a 'SparseScatteringClassifier'"):
         SparseScatteringClassifier.load(path)
 
