@@ -9,9 +9,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..kernels._shared.images import validate_images
-from ..kernels._shared.persist import Persistent
-from ..kernels._shared.images import check_fitted_images, parse_input_dtype
+from ..kernels._shared.images import check_fitted_images, parse_input_dtype, validate_images
+from ..kernels._shared.persist import (Persistent, check_stored_classes, stored_array, stored_budget,
+                                       stored_history, stored_shape)
 from ..kernels._shared.training import (check_finite_model, check_finite_outputs, encode_labels, named_arrays,
                                         trees_from_arrays)
 from . import frontend, model, sparse_coding, train
@@ -163,10 +163,13 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
                       **named_arrays({"params": self.params_, "state": self.state_})}
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.classes_ = arrays.pop("classes")
+        arrays = dict(arrays)  # entries are consumed below; the caller's dict stays whole
+        self.classes_ = check_stored_classes(stored_array(arrays, "classes", 1, "iufbU"))
+        del arrays["classes"]
         self.config_ = _model_config(meta["config"])
-        self.history_, self.budget_ = meta["history"], meta["budget"]
-        self.image_shape_, self.feature_shape_ = tuple(meta["image_shape"]), tuple(meta["feature_shape"])
+        self.history_, self.budget_ = stored_history(meta), stored_budget(meta)
+        self.image_shape_ = stored_shape(meta, "image_shape", 3)
+        self.feature_shape_ = stored_shape(meta, "feature_shape", 3)
         self.input_dtype_ = parse_input_dtype(meta["input_dtype"])
         if len(self.classes_) != self.config_.n_classes:
             raise ValueError(f"{len(self.classes_)} classes for a model of {self.config_.n_classes} outputs")

@@ -61,3 +61,50 @@ def test_kernel_classifier_passes_its_spec_precision_to_the_solvers(kernel_model
     model, _ = kernel_model
     assert model.spec_.psd_rtol == 1e-5  # mixed precision: float32 stages
     assert model.ridge_.psd_rtol == model.ridge_.psd_tol_ == 1e-5
+
+
+def _tamper(path, edit_record=None, edit_arrays=None):
+    """Rewrite a saved model file with its JSON record and/or arrays edited."""
+    import json
+
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    record = json.loads(str(arrays.pop("__record__")))
+    if edit_record:
+        edit_record(record)
+    if edit_arrays:
+        edit_arrays(arrays)
+    np.savez(path, __record__=np.array(json.dumps(record)), **arrays)
+
+
+@pytest.fixture(scope="module")
+def scattering_model_file(tmp_path_factory):
+    from tangentless.benchmarks.datasets import load_digits_images
+    from tangentless.scattering import SparseScatteringClassifier
+
+    x, y = load_digits_images()
+    x = np.repeat(np.repeat(x[:48], 2, 1), 2, 2)
+    model = SparseScatteringClassifier(J=1, projection=8, dictionary_size=16, n_iter=2, epochs=1,
+                                       batch_size=16).fit(x, y[:48])
+    return model.save(tmp_path_factory.mktemp("ssc") / "m.npz")
+
+
+@pytest.mark.parametrize("edit_record, edit_arrays, message", [
+    (lambda r: r["meta"].update(image_shape="16x16"), None, "image_shape must be a list of 3 positive"),
+    (lambda r: r["meta"].update(feature_shape=[8, 8]), None, "feature_shape must be a list of 3 positive"),
+    (lambda r: r["meta"].update(history={"loss": 1}), None, "history must be a list"),
+    (lambda r: r["meta"].update(budget=[1, 2]), None, "budget must be an object"),
+    (None, lambda a: a.update(classes=np.zeros(10, np.int64)), "distinct"),
+])
+def test_sparse_scattering_file_fields_are_validated(scattering_model_file, tmp_path, edit_record,
+                                                     edit_arrays, message):
+    import shutil
+
+    from tangentless.kernels._shared.persist import ModelFileError
+    from tangentless.scattering import SparseScatteringClassifier
+
+    path = tmp_path / "bad.npz"
+    shutil.copy(scattering_model_file, path)
+    _tamper(path, edit_record, edit_arrays)
+    with pytest.raises(ModelFileError, match=message):
+        SparseScatteringClassifier.load(path)

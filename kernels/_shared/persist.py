@@ -15,7 +15,8 @@ from sklearn.utils.validation import check_is_fitted
 from .atomic import atomic_write
 
 __all__ = ["FORMAT", "ModelFileError", "Persistent", "save_state", "load_state", "malformed", "stored_array",
-           "stored_choice", "stored_number", "stored_shape"]
+           "stored_choice", "stored_number", "stored_shape", "check_stored_classes", "stored_history",
+           "stored_budget"]
 
 #: the format written into every file; a file of another format is refused
 FORMAT = "tangentless-estimator-1"
@@ -163,6 +164,30 @@ def stored_shape(meta: dict, name: str, length: int | None = None) -> tuple[int,
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         raise ValueError(f"{name} must be a list of {length or 'some'} positive integers; got {value!r}")
     return tuple(value)
+
+
+def check_stored_classes(classes: np.ndarray) -> np.ndarray:
+    """Saved ``classes`` (c,): at least two, all distinct; ValueError otherwise."""
+    if len(classes) < 2 or len(np.unique(classes)) != len(classes):
+        raise ValueError(f"classes must be >= 2 distinct labels; got {classes.tolist()[:10]}")
+    return classes
+
+
+def stored_history(meta: dict, name: str = "history") -> list[dict]:
+    """``meta[name]``: a training history, a list of per-epoch dicts of metrics."""
+    value = meta[name]
+    if not isinstance(value, list) or not all(isinstance(epoch, dict) for epoch in value):
+        raise ValueError(f"{name} must be a list of per-epoch objects; got {type(value).__name__}")
+    return value
+
+
+def stored_budget(meta: dict, name: str = "budget") -> dict:
+    """``meta[name]``: what a training run trained on, an object of numbers."""
+    value = meta[name]
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float, type(None))) and not isinstance(v, bool)
+                                              for v in value.values()):
+        raise ValueError(f"{name} must be an object of numbers; got {value!r}"[:200])
+    return value
 
 
 class Persistent:
