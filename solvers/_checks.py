@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blocks import as_block_source
+
 
 def check_kernel(k, name: str = "K", *, square: bool = True) -> np.ndarray:
-    """A finite 2-D kernel matrix as a float64 array (square unless ``square=False``)."""
+    """A finite 2-D kernel matrix as a float64 array (square unless ``square=False``). A Zarr array
+    (a Gram store) is read chunk by chunk (:func:`~.blocks.as_block_source`), so a corrupt chunk is
+    one clear error and unfinished blocks say to resume the gram run."""
+    if hasattr(k, "oindex") and hasattr(k, "chunks"):
+        k = as_block_source(k, square=square, name=name).block(slice(None), slice(None))
     arr = np.asarray(k)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D kernel matrix; got shape {arr.shape}")

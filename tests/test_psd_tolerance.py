@@ -220,17 +220,21 @@ CORRUPTED_READ = textwrap.dedent("""
     import sys
     import zarr
     import numpy as np
-    from tangentless.solvers import bcd, pcg
-    solve = {"bcd": bcd, "pcg": pcg}[sys.argv[2]]
+    from tangentless.solvers import bcd, eigen_path, pcg, solve_cholesky
+    k = zarr.open_array(sys.argv[1], mode="r")
+    solve = {"bcd": lambda: bcd(k, np.ones(400), 0.1, block_size=200),
+             "pcg": lambda: pcg(k, np.ones(400), 0.1, block_size=200),
+             "cholesky": lambda: solve_cholesky(k, np.ones(400), 0.1),
+             "eigen": lambda: eigen_path(k, np.ones(400), [0.1])}[sys.argv[2]]
     try:
-        solve(zarr.open_array(sys.argv[1], mode="r"), np.ones(400), 0.1, block_size=200)
+        solve()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     """)
 
 
-@pytest.mark.parametrize("solver", ["bcd", "pcg"])
+@pytest.mark.parametrize("solver", ["bcd", "pcg", "cholesky", "eigen"])
 def test_corrupted_chunk_is_one_clear_error_without_asyncio_noise(tmp_path, solver):
     from zarr.codecs import Crc32cCodec
 
