@@ -17,9 +17,11 @@ import time
 
 import numpy as np
 
+from tangentless.benchmarks.datasets import resolve_data
+from tangentless.kernels import ZCAWhitening
+
 #: default folder of the benchmarks' result files, relative to the current directory
 RESULTS = pathlib.Path("benchmarks", "results")
-SHARED_CIFAR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train.npz"
 TARGETS = {5: 100.0, 7: None, 10: 60.0}  # pairs/s on the 2-core CI machine (issue 2)
 
 # Each optimisation: what we predicted, what we measured (Myrtle5, 2-core AMD EPYC, float32 body).
@@ -57,16 +59,17 @@ NOTES = [
 ]
 
 
-def prepare_images(n: int, path: pathlib.Path) -> str:
-    """Write n ZCA-whitened CIFAR-10 images (Gaussian noise where the shared data is absent) to
+def prepare_images(n: int, path: pathlib.Path, data: pathlib.Path | None = None) -> str:
+    """Write n ZCA-whitened CIFAR-10 images (cifar10/train.npz of the data folder ``data``,
+    :func:`~tangentless.benchmarks.datasets.resolve_data`; Gaussian noise where it is absent) to
     ``path`` (.npy) and say what they are. Done once, in the parent, so that the children's peak
     memory is the Gram engine's own."""
-    if SHARED_CIFAR.exists():
-        from tangentless.kernels import ZCAWhitening
-        with np.load(SHARED_CIFAR) as data:
-            train = data["images"].astype(np.float32)
+    cifar = resolve_data("cifar10/train.npz", data)
+    if cifar.exists():
+        with np.load(cifar) as arrays:
+            train = arrays["images"].astype(np.float32)
         if n > len(train):
-            raise ValueError(f"at most {len(train)} images in {SHARED_CIFAR}, asked for {n}")
+            raise ValueError(f"at most {len(train)} images in {cifar}, asked for {n}")
         np.save(path, ZCAWhitening().fit(train).transform(train[:n]))
         return "CIFAR-10 (exact subset), ZCA-whitened"
     np.save(path, np.random.default_rng(0).normal(size=(n, 32, 32, 3)).astype(np.float32))
@@ -120,6 +123,9 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-scaling", action="store_true",
                         help="also run Myrtle5 at 2x and 4x the rows (peak memory must not grow)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=pathlib.Path,
+                        help="data folder holding cifar10/train.npz (default: $TANGENTLESS_DATA, else "
+                             "~/.cache/tangentless)")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "kernel_throughput.json")
     args = parser.parse_args(argv)
     if args.one:  # child process: one configuration, JSON on stdout
@@ -137,7 +143,7 @@ def main(argv=None) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         images = pathlib.Path(tmp) / "images.npy"
-        source = prepare_images(max(c["rows"] + c["cols"] for c in configs), images)
+        source = prepare_images(max(c["rows"] + c["cols"] for c in configs), images, args.data)
         for config in configs:
             results.append(_run_child(dict(config, images=str(images))))
             print(json.dumps(results[-1]), flush=True)
