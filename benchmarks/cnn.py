@@ -4,10 +4,10 @@ Networks are pairs of pure functions in one interface:
 ``init(key, input_shape (H, W, C)) -> (params, state)`` and
 ``apply(params, state, x (B, H, W, C), train: bool) -> (outputs (B, K), new_state)``.
 
-- :func:`kernel_network`: ``spec.network(width, K)``, the finite-width network whose NNGP is the
-  spec's kernel; with ``myrtle(depth, head="linear")`` the Myrtle networks of "Neural Kernels
-  Without Tangents" (3x3 convs, ReLU, 2x2 average pools, global average pool, linear readout; no
-  bias, no batch norm).
+- :func:`kernel_network`: the finite-width network of a kernel spec, whose NNGP is the spec's
+  kernel; with ``myrtle(depth, head="linear")`` the Myrtle networks of "Neural Kernels Without
+  Tangents" (3x3 convs, ReLU, 2x2 average pools, global average pool, linear readout; no bias, no
+  batch norm), in the NTK parameterization (the kernel's own) or the standard (He) one.
 - :func:`resnet9`: D. Page's ResNet-9 with a channel multiplier ``width``.
 
 :func:`train_cnn` trains either with SGD (Nesterov momentum, weight decay on the weights of ndim >= 2,
@@ -16,8 +16,9 @@ one-hot labels or cross-entropy with label smoothing; crop + flip + cutout augme
 after every epoch that resume bit for bit. Data order, checkpoints, resume and the history are the
 library's one training loop (:func:`tangentless.kernels._shared.training.train_loop`), driven by this
 module's step. :class:`CNNClassifier` wraps both networks as a scikit-learn classifier that saves and
-loads itself (``save``/``load``). Defaults: the "CNN" section of
-:mod:`tangentless.kernels._shared.defaults`.
+loads itself (``save``/``load``); :func:`paper_recipe` is the paper's recipe for the Myrtle
+networks (ZCA whitening in front). Defaults: the "CNN" section of
+:mod:`tangentless.kernels._shared.defaults`; why they are what they are: docs/baselines.md.
 """
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..kernels import AvgPool, Cast, Conv, GlobalAvgPool, Relu, Serial, myrtle
+from ..kernels import AvgPool, Cast, Conv, GlobalAvgPool, Relu, Serial, ZCAWhitening, myrtle
 from ..kernels.architectures import myrtle_depth
 from ..kernels._shared.batch_norm import batch_norm
-from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_RECIPE
+from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_PAPER_RECIPE, CNN_PAPER_ZCA_BIAS, CNN_RECIPE
 from ..kernels._shared.images import to_unit_range, validate_images
 from ..kernels._shared.persist import Persistent
 from ..kernels._shared.standardize import fit_standardization, standardize
@@ -480,12 +482,24 @@ def _tree_templates(init, image_shape) -> dict:
     return {"params": params, "state": state}
 
 
+def paper_recipe(arch: str = "myrtle10", **overrides) -> Pipeline:
+    """The Myrtle networks' recipe of "Neural Kernels Without Tangents" as a scikit-learn pipeline:
+    ZCA whitening with bias ``CNN_PAPER_ZCA_BIAS`` (1e-4), then ``CNNClassifier(arch,
+    **CNN_PAPER_RECIPE)``: standard parameterization, MSE to one-hot labels, SGD lr 0.1 Nesterov 0.9,
+    weight decay 5e-4, crop + flip + cutout. The paper's 400 epochs at width 2048 are scaled to a CPU
+    budget (width 64, 20 epochs, batch 32); ``overrides`` (CNNClassifier keywords) change any of it.
+    The pipeline is not a saved model (``save``/``load`` are the classifier's), and ZCA refuses
+    constant images."""
+    return make_pipeline(ZCAWhitening(bias=CNN_PAPER_ZCA_BIAS), CNNClassifier(arch, **{**CNN_PAPER_RECIPE, **overrides}))
+
+
 class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     """A CNN baseline as a scikit-learn classifier: a Myrtle network (:func:`kernel_network` of
     ``myrtle(depth, head="linear")``) or ResNet-9 (:func:`resnet9`), trained by :func:`train_cnn`.
 
-    Myrtle: the paper's network, a linear readout after the global average pool. The kernel's
-    normalized head (``head="project"``: dense, per-pixel normalization, ReLU) does not train by SGD:
+    Myrtle: the paper's network, a linear readout after the global average pool, in
+    ``parameterization`` "standard" (He init, the default) or "ntk" (:func:`kernel_network`). The
+    kernel's normalized head (``head="project"``: dense, per-pixel normalization, ReLU) does not train by SGD:
     its features of different images are nearly collinear at init and the outputs collapse to the
     class mean (10-20% on digits where the linear readout reaches 60-98%).
 
@@ -496,10 +510,12 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     needs H and W divisible by 4 (32x32 CIFAR; 8x8 digits: 8 -> 4 -> 2 -> global pool), ResNet-9
     H, W >= 8. ``None`` settings take the family's default (``CNN_ARCH_DEFAULTS`` of
     :mod:`tangentless.kernels._shared.defaults`): Myrtle width 64 channels (the paper: 2048 for
-    Myrtle10), batch 128, lr 1.0 (NTK units, see
-    :func:`kernel_network`), loss "mse" (to one-hot labels); ResNet-9 width 1.0 (channel
-    multiplier), batch 512, lr 0.4, loss "xent" with label smoothing 0.2 (0 for mse).
+    Myrtle10), batch 32, lr 0.1, loss "mse" (to one-hot labels), parameterization "standard";
+    ResNet-9 width 1.0 (channel multiplier), batch 512, lr 0.4, loss "xent" with label smoothing
+    0.2 (0 for mse), its own standard parameterization (PyTorch's init).
     SGD Nesterov 0.9, ``weight_decay`` on the weights, one-cycle lr (20% warmup) over ``epochs``.
+    With "ntk", weight decay acts on N(0, 1) weights whose gradients are sqrt(fan_in) times smaller:
+    it shrinks every hidden conv (use weight_decay=0 and lr ~ 4 there; docs/baselines.md).
     augment: crops (padding H / 8), flips and cutout (side H / 4); flips do not suit digits, use
     augment=False there. checkpoint_dir: a checkpoint per epoch; a fit with the same settings and
     data resumes from it. random_state seeds init, data order and augmentation. A diverged fit raises

@@ -325,3 +325,13 @@ def test_clone_and_not_fitted():
     assert twin.get_params()["arch"] == "myrtle10" and twin.get_params()["loss"] is None
     with pytest.raises(NotFittedError):
         twin.predict(np.zeros((1, 8, 8, 1)))
+
+
+def test_paper_recipe_is_zca_then_the_standard_myrtle_network(digits):
+    xtr, ytr, xte, _ = digits
+    pipeline = cnn.paper_recipe("myrtle5", width=4, epochs=1)
+    zca, clf = (step for _, step in pipeline.steps)
+    assert zca.bias == 1e-4
+    assert (clf.arch, clf.parameterization, clf.loss, clf.lr, clf.weight_decay, clf.augment) == \
+        ("myrtle5", "standard", "mse", 0.1, 5e-4, True)
+    assert pipeline.fit(xtr[:64], ytr[:64]).predict(xte[:5]).shape == (5,)
