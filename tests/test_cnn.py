@@ -76,6 +76,7 @@ def test_myrtle_arch_is_the_spec_network():
     np.testing.assert_array_equal(apply(params, state, x, True)[0], net_apply(params, x))
 
 
+@pytest.mark.slow
 def test_standard_parameterization_is_he_init_and_the_ntk_function():
     """Standard: conv weights N(0, 2 / fan_in), readout N(0, 1 / width), used as they are; with the
     NTK network's weights rescaled to those, the two compute the same function of x / sqrt(C)."""
