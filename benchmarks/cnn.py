@@ -61,8 +61,9 @@ RESNET9_BLOCKS = (("prep", 64, False, False), ("layer1", 128, True, True),
 
 def kernel_network(spec, width: int, num_outputs: int = 10, parameterization: str = "ntk"):
     """The finite-width network of a kernel spec (its layers, no bias, no batch norm) in this
-    module's interface; no state. Both parameterizations have the same function at init, in
-    distribution, so the NNGP of each is the spec's kernel (up to the constant said below).
+    module's interface; no state. At init the two compute the same random function up to the input
+    scale (standard sees x where NTK sees x / sqrt(C)), so the NNGP of each is the spec's kernel, up
+    to the constant said below; they differ in how SGD moves them.
 
     - "ntk" (``spec.network(width, num_outputs)``, the kernel's own): weights N(0, 1), each conv's
       output divided by sqrt(fan_in), ReLU as sqrt(2) relu, pixels scaled by sqrt(C), readout
