@@ -11,10 +11,9 @@ and as estimators with ``fit(images, labels)`` / ``predict(images)``.
   benchmarks/results/scattering_bench.json) and cheap: no training loop, and below a few thousand
   images the solve takes well under a second.
 - ``cnn``: the kernel's own architecture as a finite network (Myrtle5, ``CNNClassifier``), 32
-  channels instead of the paper's 2048, MSE to one-hot labels as in the paper, but a one-cycle peak
-  lr of 1.0 instead of 0.1: the network starts with small outputs and at lr 0.1 it barely moves in
-  a CPU budget (exact CIFAR subset, n=320, 30 epochs, 500 test images: 14% at lr 0.1, 23% at 1.0,
-  21% at 2.0; cross-entropy 26% at lr 0.05 but 11% on the digits, where MSE at 1.0 gives 82%).
+  channels instead of the paper's 2048, in the standard (He-initialized) parameterization, MSE to
+  one-hot labels and peak lr 0.1 as in the paper (why the NTK parameterization at lr 1.0 trained
+  badly: docs/baselines.md).
 - ``resnet``: ResNet-9 at 1/8 of its channels (prep conv 8, widest 64), ``CNNClassifier``.
 The network budgets are CPU budgets (narrow, tens of epochs), far below the published recipes:
 ``epochs`` passes over the training set, at least ``min_steps`` SGD steps (small n would

@@ -41,7 +41,7 @@ EXPERIMENT_PARAMS: dict = {
     "kernel": {"arch": "myrtle5", "flip": True, "zca_bias": 1e-5, "alphas": list(KERNEL_ALPHAS)},
     "scattering": {"J": 2, "alphas": list(SCATTERING_ALPHAS)},
     "cnn": {"arch": "myrtle5", "width": 32, "epochs": 30, "min_steps": 100, "batch_size": 32,
-            "lr": 1.0, "loss": "mse", "augment": True},
+            "lr": 0.1, "loss": "mse", "augment": True},
     "resnet": {"arch": "resnet9", "width": 0.125, "epochs": 30, "min_steps": 100, "batch_size": 32,
                "lr": 0.1, "loss": "xent", "augment": True},
 }
