@@ -37,13 +37,13 @@ import importlib.metadata
 import json
 import os
 import pathlib
+import shutil
 import socket
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import zarr
-import zarr.errors
 from zarr.codecs import Crc32cCodec
 
 from ._shared.atomic import atomic_write
@@ -154,6 +154,24 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _create_atomically(root: pathlib.Path, layout: BlockLayout, config: dict) -> None:
+    """Create the empty store at ``root`` in a temporary sibling folder renamed into place, so that
+    another run never sees a half-created store; if another run's store got there first, keep it
+    (it is compared with ``config`` like any existing store)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.{os.urandom(4).hex()}.creating")
+    try:
+        zarr.create_array(tmp, shape=(layout.n, layout.m), chunks=(layout.row_length, layout.col_length),
+                          dtype=config["dtype"], fill_value=np.nan, compressors=[Crc32cCodec()],
+                          attributes={"tangentless": config})
+        os.rename(tmp, root)  # replaces an empty folder; fails if another run's store is there
+    except OSError:
+        if not (root / "zarr.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class GramStore:
     """A Gram matrix store at ``path`` (see the module docstring); opening checks that it is one.
     It is the Gram engine's sink for ``gram(store=)`` (:class:`~tangentless.kernels.engine.Sink`)."""
@@ -176,13 +194,7 @@ class GramStore:
         if not (root / "zarr.json").exists():
             if root.exists() and any(root.iterdir()):
                 raise ValueError(f"{root} exists and is not a Zarr array: refusing to write into it")
-            try:
-                zarr.create_array(root, shape=(layout.n, layout.m),
-                                  chunks=(layout.row_length, layout.col_length),
-                                  dtype=config["dtype"], fill_value=np.nan,
-                                  compressors=[Crc32cCodec()], attributes={"tangentless": config})
-            except zarr.errors.ContainsArrayError:
-                pass  # another run created it meanwhile: compared below like any existing store
+            _create_atomically(root, layout, config)
         store = cls(root)
         differ = sorted(k for k in config.keys() | store.config.keys()
                         if k not in DERIVED and config.get(k) != store.config.get(k))
