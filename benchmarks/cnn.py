@@ -39,13 +39,14 @@ from ..kernels import AvgPool, Cast, Conv, GlobalAvgPool, Relu, Serial, ZCAWhite
 from ..kernels.architectures import myrtle_depth
 from ..kernels._shared.batch_norm import batch_norm
 from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_PAPER_RECIPE, CNN_PAPER_ZCA_BIAS, CNN_RECIPE
-from ..kernels._shared.images import to_unit_range, validate_images
-from ..kernels._shared.persist import Persistent
+from ..kernels._shared.images import check_fitted_images, parse_input_dtype, to_unit_range, validate_images
+from ..kernels._shared.persist import (Persistent, check_stored_classes, stored_array, stored_budget,
+                                       stored_history, stored_shape)
 from ..kernels._shared.standardize import fit_standardization, standardize
 from ..kernels._shared.training import (ArrayData, EpochRandom, TrainResult, augment_batch, check_finite_model,
-                                        check_finite_outputs, check_fitted_images, encode_labels, evaluation_scores,
-                                        fingerprint, named_arrays, one_cycle, padded_batches, parse_input_dtype, sgd,
-                                        sgd_update, train_loop, train_metrics, trees_from_arrays)
+                                        check_finite_outputs, encode_labels, evaluation_scores, fingerprint,
+                                        named_arrays, one_cycle, padded_batches, sgd, sgd_update, train_loop,
+                                        train_metrics, trees_from_arrays)
 
 LOSSES = ("mse", "xent")
 ARCHS = ("myrtle5", "myrtle7", "myrtle10", "resnet9")
@@ -613,11 +614,18 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return meta, arrays
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.classes_ = arrays.pop("classes")
-        self.standardization_ = {"mean": arrays.pop("standardization_mean"),
-                                 "std": arrays.pop("standardization_std")}
-        self.history_, self.budget_ = meta["history"], meta["budget"]
-        self.image_shape_, self.input_dtype_ = tuple(meta["image_shape"]), parse_input_dtype(meta["input_dtype"])
+        arrays = dict(arrays)  # entries are consumed below; the caller's dict stays whole
+        self.classes_ = check_stored_classes(stored_array(arrays, "classes", 1, "iufbU"))
+        self.image_shape_ = stored_shape(meta, "image_shape", 3)
+        channels = (self.image_shape_[-1],)
+        self.standardization_ = {"mean": stored_array(arrays, "standardization_mean", 1, shape=channels),
+                                 "std": stored_array(arrays, "standardization_std", 1, shape=channels)}
+        if not (self.standardization_["std"] > 0).all():
+            raise ValueError("standardization_std must be > 0")
+        for name in ("classes", "standardization_mean", "standardization_std"):
+            del arrays[name]
+        self.history_, self.budget_ = stored_history(meta), stored_budget(meta)
+        self.input_dtype_ = parse_input_dtype(meta["input_dtype"])
         init, _ = self._network()
         trees = trees_from_arrays(_tree_templates(init, self.image_shape_), arrays)
         if arrays:

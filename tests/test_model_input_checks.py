@@ -108,3 +108,33 @@ def test_sparse_scattering_file_fields_are_validated(scattering_model_file, tmp_
     _tamper(path, edit_record, edit_arrays)
     with pytest.raises(ModelFileError, match=message):
         SparseScatteringClassifier.load(path)
+
+
+@pytest.fixture(scope="module")
+def cnn_model_file(tmp_path_factory):
+    from tangentless.benchmarks.cnn import CNNClassifier
+    from tangentless.benchmarks.datasets import load_digits_images
+
+    x, y = load_digits_images()
+    model = CNNClassifier(arch="myrtle5", width=8, epochs=1, batch_size=32, augment=False).fit(x[:64], y[:64])
+    return model.save(tmp_path_factory.mktemp("cnn") / "m.npz")
+
+
+@pytest.mark.parametrize("edit_record, edit_arrays, message", [
+    (lambda r: r["meta"].update(image_shape=[8, 8]), None, "image_shape must be a list of 3 positive"),
+    (lambda r: r["meta"].update(budget="all"), None, "budget must be an object"),
+    (None, lambda a: a.update(standardization_std=np.zeros(1, np.float32)), "standardization_std must be > 0"),
+    (None, lambda a: a.update(standardization_mean=np.zeros(3, np.float32)), "standardization_mean has shape"),
+    (None, lambda a: a.update(classes=np.array([1, 1, 2, 3, 4, 5, 6, 7, 8, 9])), "distinct"),
+])
+def test_cnn_file_fields_are_validated(cnn_model_file, tmp_path, edit_record, edit_arrays, message):
+    import shutil
+
+    from tangentless.benchmarks.cnn import CNNClassifier
+    from tangentless.kernels._shared.persist import ModelFileError
+
+    path = tmp_path / "bad.npz"
+    shutil.copy(cnn_model_file, path)
+    _tamper(path, edit_record, edit_arrays)
+    with pytest.raises(ModelFileError, match=message):
+        CNNClassifier.load(path)

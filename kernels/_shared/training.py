@@ -41,7 +41,6 @@ import optax
 from sklearn.utils.multiclass import check_classification_targets
 from tqdm.auto import tqdm
 
-from .images import INPUT_SCALES, check_fitted_images, parse_input_dtype  # noqa: F401 (cnn.py)
 from .atomic import atomic_write
 from .digest import array_sha256
 
