@@ -330,6 +330,7 @@ SMALL_SPECS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL_SPECS))
 def test_small_spec_float32(name):
     layers = SMALL_SPECS[name]
@@ -357,6 +358,7 @@ CAST_SPECS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CAST_SPECS))
 def test_small_spec_float64(name):
     layers = CAST_SPECS[name]
@@ -383,6 +385,7 @@ def test_single_pixel_images():
     assert_close(lib, ref_gram(layers, x, y), F64)
 
 
+@pytest.mark.slow
 def test_zero_variance_pixels():
     """Pixels with zero self-variance get rho = 0, so their contribution vanishes."""
     x = images(40, 2, 6, 2)
@@ -401,6 +404,7 @@ def test_zero_variance_pixels():
         assert_close(lib, ref_gram(layers, x, y), F64)
 
 
+@pytest.mark.slow
 def test_symmetric_and_flip_paths():
     layers = [("cast", "float64"), ("conv", 3), ("relu",), ("pool", 2), ("conv", 3), ("relu",), ("gap",)]
     x = images(50, 3, 4, 2)
@@ -413,6 +417,7 @@ def test_symmetric_and_flip_paths():
     assert_close(spec.gram(x, y, block_size=1, progress=False), ref_gram(layers, x, y), F64)
 
 
+@pytest.mark.slow
 def test_float64_spec_keeps_float64_inputs():
     """A float64 spec (Cast at the start, or myrtle(precision="float64")) on float64 images that are
     not representable in float32: the pixel linear kernel should use the float64 values."""
@@ -443,6 +448,7 @@ MYRTLE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth,nonlin,head,gamma,precision", MYRTLE_CASES)
 def test_myrtle(depth, nonlin, head, gamma, precision):
     x = images(100 + depth, 2, 8, 3)

@@ -18,6 +18,7 @@ def test_digits_loader():
     assert labels.shape == (1797,) and set(np.unique(labels)) == set(range(10))
 
 
+@pytest.mark.slow
 def test_gram_command_on_digits_writes_the_matrix(tmp_path, capsys):
     out = tmp_path / "k.npy"
     assert main(["gram", "--n", "24", "--quiet", "--out", str(out)]) == 0
@@ -33,6 +34,7 @@ def test_gram_command_on_digits_writes_the_matrix(tmp_path, capsys):
     assert not list(tmp_path.glob("*.partial*"))
 
 
+@pytest.mark.slow
 def test_gram_command_reads_npz_and_flips(tmp_path, capsys):
     rng = np.random.default_rng(0)
     path = tmp_path / "images.npz"
@@ -72,6 +74,7 @@ def test_truncated_npz_is_reported(tmp_path):
         load_npz_images(path)
 
 
+@pytest.mark.slow
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.cli", "gram", "--help"],
                          capture_output=True, text=True, check=True)

@@ -321,6 +321,7 @@ def test_bench_imagenet_truncated_jpeg(tmp_path, capsys):
     one_line_error(capsys, status, "0.jpg")
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_is_a_quick_one_line_error(capsys):
     tic = time.perf_counter()
     status = run_cli(["gram", "--n", "4", "--quiet", "--scheduler", "tcp://127.0.0.1:1"])
@@ -370,6 +371,7 @@ def test_blank_training_image_is_named(digits_npz):
 
 # ------------------------------------------------------------------------ stdout is for results
 
+@pytest.mark.slow
 def test_fit_stdout_is_json(tmp_path, digits_npz):
     result = subprocess.run([sys.executable, "-m", "tangentless.benchmarks.cli", "fit", "--data",
                              str(digits_npz), "--model", str(tmp_path / "m.npz"), "--set",
@@ -406,6 +408,7 @@ def test_holdout_cholesky_follows_psd_rtol(tmp_path):
     np.testing.assert_array_equal(loaded.predict(k), model.predict(k))
 
 
+@pytest.mark.slow
 def test_quickstart_stdout_is_only_the_table(tmp_path, monkeypatch, capfd):
     from tangentless.benchmarks.cli import models
     tiny = {**models.QUICKSTART, "train": 50, "test": 50,

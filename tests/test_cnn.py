@@ -30,6 +30,7 @@ def _tiny_resnet():
 
 # --- networks ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, shape", [
     ("resnet9", (8, 8, 1)), ("resnet9", (32, 32, 3)), ("resnet9", (28, 28, 1)),
     ("myrtle5", (32, 32, 3)), ("myrtle7", (8, 8, 1)), ("myrtle10", (28, 28, 3))])
@@ -66,6 +67,7 @@ def test_unsupported_image_sizes(arch, shape, match):
         init(jax.random.key(0), shape)
 
 
+@pytest.mark.slow
 def test_myrtle_arch_is_the_spec_network():
     """The classifier's Myrtle network is spec.network of the kernel spec, parameters and function."""
     init, apply = cnn.build_network("myrtle7", 8, 10, "ntk")
@@ -111,6 +113,7 @@ def test_parameterization_errors():
             RNG.random((6, 8, 8, 1)).astype(np.float32), np.array([0, 1] * 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet9", "myrtle5"])
 def test_gradients_reach_every_parameter(arch, digits):
     init, apply = cnn.build_network(arch, 1 / 16 if arch == "resnet9" else 8, 10)
@@ -221,6 +224,7 @@ def _fit(digits, tmp, **kwargs):
                          model_fingerprint={"arch": "resnet9", "width": 1 / 16})
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_and_refuses_other_configs(digits, tmp_path):
     straight = _fit(digits, None)
     first = _fit(digits, tmp_path, epochs=2, schedule_epochs=3)
@@ -251,6 +255,7 @@ def test_train_cnn_input_errors(digits):
 
 # --- the classifier --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resnet9_learns_digits(digits):
     xtr, ytr, xte, yte = digits
     clf = cnn.CNNClassifier("resnet9", width=0.125, epochs=4, batch_size=64, augment=False).fit(xtr, ytr)
@@ -259,6 +264,7 @@ def test_resnet9_learns_digits(digits):
     assert clf.budget_["epochs"] == 4 and len(clf.history_) == 4
 
 
+@pytest.mark.slow
 def test_myrtle_learns_digits_above_chance(digits):
     xtr, ytr, xte, yte = digits
     clf = cnn.CNNClassifier("myrtle5", width=16, epochs=5, batch_size=64, augment=False).fit(xtr, ytr)
@@ -277,6 +283,7 @@ def test_myrtle_parameterizations_learn_digits(digits, settings, floor):
     assert clf.score(xte, yte) > floor
 
 
+@pytest.mark.slow
 def test_resnet9_learns_cifar_subset(cifar10_subset):
     xtr, ytr, xte, yte = cifar10_subset
     clf = cnn.CNNClassifier("resnet9", width=0.125, epochs=4, batch_size=64, augment=False)
@@ -284,6 +291,7 @@ def test_resnet9_learns_cifar_subset(cifar10_subset):
     assert clf.score(xte[:500], yte[:500]) > 0.17   # chance: 0.10 +- 0.013
 
 
+@pytest.mark.slow
 def test_uint8_preprocessing_and_string_labels():
     images = RNG.integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8)
     labels = np.array(["cat", "dog"] * 6)

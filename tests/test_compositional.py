@@ -13,6 +13,7 @@ def digits():
     return images[:300], labels[:300], images[300:450], labels[300:450]
 
 
+@pytest.mark.slow
 def test_equals_the_hand_written_pipeline_and_classifies_digits(digits):
     x, y, x_test, y_test = digits
     model = CompositionalKernelClassifier(arch="myrtle5", flip=False, alphas=(1e-6, 1e-4, 1e-2))
@@ -27,6 +28,7 @@ def test_equals_the_hand_written_pipeline_and_classifies_digits(digits):
     assert np.mean(predicted == y_test) > 0.9
 
 
+@pytest.mark.slow
 def test_flip_and_binary_labels(digits):
     x, y, x_test, y_test = digits
     keep, keep_test = y < 2, y_test < 2

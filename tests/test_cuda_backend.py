@@ -229,6 +229,7 @@ def myrtle_like(depth, precision="mixed", head="project"):
                   *([project()] if head == "project" else []))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth, precision, head, tolerance", [
     (5, "mixed", "project", 1e-5), (5, "mixed", "linear", 1e-5), (10, "float32", "linear", 1e-5),
     (10, "float32", "project", 1e-5), (5, "float64", "project", 1e-12)])
@@ -247,6 +248,7 @@ def test_harness_matches_jax(harness, small_images, depth, precision, head, tole
         np.testing.assert_array_equal(out, out.T)
 
 
+@pytest.mark.slow
 def test_harness_matches_jax_on_other_layers(harness, small_images):
     """Gaussian and polynomial lifts, a pixel-first Normalize, Conv(5), a 4x4 pool, a float32 head
     and an unfusable non-square global pool; rows chunked to respect the grid limit."""

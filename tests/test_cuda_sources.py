@@ -41,6 +41,7 @@ def _run(command):
     assert result.returncode == 0, f"{' '.join(map(str, command))}\n{result.stdout}{result.stderr}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_every_source_compiles_without_warnings(arch, tmp_path):
     sources = sorted(CSRC.glob("*.cu"))
@@ -254,6 +255,7 @@ def _unfused(launcher, layers, norms_x, norms_y, pool, x=None, y=None, k=None):
 # Separate kernels
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h, w, size", [(6, 6, 3), (4, 6, 5), (5, 3, 1)])
 def test_pixel_conv(harness, h, w, size):
     rng = np.random.default_rng(1)
@@ -263,6 +265,7 @@ def test_pixel_conv(harness, h, w, size):
     _assert_close(harness.threaded(harness.pixel_conv, x, y, size), ref, F32_TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("h, w, size", [(6, 6, 3), (4, 6, 3), (5, 3, 5)])
 def test_conv(harness, dtype, h, w, size):
@@ -272,6 +275,7 @@ def test_conv(harness, dtype, h, w, size):
         _assert_close(harness.conv(k, size), _pairs(ref), _tol(dtype))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layer", [Relu(), Gaussian(0.7), Polynomial(3), Normalize()],
                          ids=["relu", "gaussian", "polynomial", "normalize"])
@@ -316,6 +320,7 @@ def test_global_pool_and_cast(harness, dtype):
 # The fused stage
 # ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fused_stages_of_a_myrtle_like_kernel(harness):
     """Three stages at 12, 6 and 3 pixels: from pixels (pool 2), from the tensor (pool 2), from the
     tensor with the global pool; each equals the unfused kernels and the JAX prefix of the spec."""
@@ -345,6 +350,7 @@ def test_fused_stages_of_a_myrtle_like_kernel(harness):
         k = fused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", [1, 2])
 @pytest.mark.parametrize("start", ["pixels", "tensor"])
 def test_fused_stage_with_every_op_on_rectangular_images(harness, pool, start):

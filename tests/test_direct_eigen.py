@@ -209,6 +209,7 @@ def test_row_chunks_do_not_change_the_result(monkeypatch):
     np.testing.assert_allclose(chunked.loo_residuals, whole.loo_residuals, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_path_memory_is_the_eigendecomposition_only(monkeypatch):
     k = random_psd(800)
     # eigh "evd": a copy that becomes V plus a 2 n^2 workspace; nothing (n, n) beyond that

@@ -40,6 +40,7 @@ def small():
     return rbf_kernel(x[:200] / 16.0, gamma=0.02), y[:200]
 
 
+@pytest.mark.slow
 def test_digits_accuracy_with_alpha_chosen_by_loo(digits):
     k_train, y_train, k_test, y_test = digits
     clf = KernelRidgeClassifier().fit(k_train, y_train)

@@ -86,6 +86,7 @@ def test_effective_robustness_against_a_hand_computed_logit_fit():
 
 # --- small data -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_pool_test_gram_is_the_kernel_of_pool_and_test_and_is_reused(tmp_path):
     from tangentless.kernels.store import GramStore
 
@@ -107,6 +108,7 @@ def test_pool_test_gram_is_the_kernel_of_pool_and_test_and_is_reused(tmp_path):
             for name in ("pool", "test")] == [0, 0]
 
 
+@pytest.mark.slow
 def test_small_data_runs_resumes_and_reports(tmp_path, digits, monkeypatch):
     train_x, train_y, test_x, test_y = digits
     config = _small_config()
@@ -164,6 +166,7 @@ def test_small_data_config_errors(changes, message):
 
 # --- full data and generalization ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_full_data_sizes_from_measured_costs(tmp_path, digits):
     params = all_params(TINY)
     rates = {"pairs_per_second": 1000.0, "eigh_seconds": 0.0}
@@ -188,6 +191,7 @@ def test_full_data_sizes_from_measured_costs(tmp_path, digits):
     assert (tmp_path / "full_data.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_generalization_run_fits_the_logit_line_over_its_models(tmp_path, digits):
     train_x, train_y, test_x, test_y = digits
     shifted = np.clip(test_x + np.random.default_rng(0).normal(0, 0.25, test_x.shape), 0, 1)
@@ -212,6 +216,7 @@ def test_generalization_run_fits_the_logit_line_over_its_models(tmp_path, digits
 
 # --- models on disk -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kernel", "scattering", "cnn"])
 def test_saved_models_predict_like_the_fitted_ones(tmp_path, digits, method):
     train_x, train_y, test_x, _ = digits
@@ -301,6 +306,7 @@ def test_bad_configurations_exit_with_a_clear_message(argv, message, tmp_path, c
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fit_and_predict_commands(digits_files, capsys):
     model, out = digits_files / "model.npz", digits_files / "pred.csv"
     assert _run(["fit", "--data", str(digits_files / "train.npz"), "--method", "scattering",
@@ -314,6 +320,7 @@ def test_fit_and_predict_commands(digits_files, capsys):
     assert summary["accuracy"] == np.mean(predictions == np.load(digits_files / "test.npz")["labels"])
 
 
+@pytest.mark.slow
 def test_bench_small_data_command(digits_files, capsys):
     out = digits_files / "report"
     assert _run(["bench", "small-data", "--data", str(digits_files), "--sizes", "10,20",
@@ -328,6 +335,7 @@ def test_bench_small_data_command(digits_files, capsys):
     assert payload["config"]["params"]["resnet"]["width"] == 0.0625
 
 
+@pytest.mark.slow
 def test_quickstart_writes_its_report(tmp_path, monkeypatch, capsys):
     tiny = {**models.QUICKSTART, "train": 100, "test": 100,
             "params": {**TINY, "kernel": {"flip": False}}}

@@ -141,6 +141,7 @@ class PoisonsAnImage(JaxBackend):
         return np.full_like(block, np.nan) if poisoned else block
 
 
+@pytest.mark.slow
 def test_a_non_finite_block_computed_on_a_dask_worker_is_never_marked(tmp_path):
     from dask.distributed import Client, LocalCluster
 

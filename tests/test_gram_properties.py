@@ -22,6 +22,7 @@ def flip(x):
     return x[:, :, ::-1, :]
 
 
+@pytest.mark.slow
 def test_symmetric_psd_and_consistent_with_cross(images, myrtle5):
     k = myrtle5.gram(images, block_size=5, progress=False)
     assert k.dtype == np.float64 and k.shape == (14, 14)
@@ -33,6 +34,7 @@ def test_symmetric_psd_and_consistent_with_cross(images, myrtle5):
     np.testing.assert_allclose(cross, k[:9, 4:], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_block_size_does_not_change_the_result(images, myrtle5):
     reference = myrtle5.gram(images[:9], images[3:], block_size=5, progress=False)
     for block_size in (2, 4, 11):
@@ -46,6 +48,7 @@ def test_flip_invariance(images, myrtle5):
                                myrtle5.gram(x, y, block_size=5, progress=False), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_flip_symmetrized_kernel_equals_augmented_ridge_regression(images, myrtle5, cifar10_subset):
     """KRR on n images with K(x,y) + K(x,Fy) == KRR on the 2n images {x, Fx} with the plain kernel."""
     train, test = images[:10], images[10:]
@@ -63,6 +66,7 @@ def test_flip_symmetrized_kernel_equals_augmented_ridge_regression(images, myrtl
     np.testing.assert_array_equal(k_sym, k_sym.T)
 
 
+@pytest.mark.slow
 def test_mixed_precision_matches_float64(images):
     mixed = myrtle(5, precision="mixed").gram(images[:6], block_size=6, progress=False)
     exact = myrtle(5, precision="float64").gram(images[:6], block_size=6, progress=False)
@@ -71,6 +75,7 @@ def test_mixed_precision_matches_float64(images):
     np.testing.assert_allclose(single, exact, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_direct_sum_adds_kernels():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(3, 8, 8, 2)), rng.normal(size=(4, 8, 8, 2))
@@ -81,6 +86,7 @@ def test_direct_sum_adds_kernels():
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [7, 10])
 def test_deeper_myrtles_are_valid_kernels(images, depth):
     spec = myrtle(depth, nonlinearity="gaussian" if depth == 10 else "relu")

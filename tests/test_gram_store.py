@@ -64,6 +64,7 @@ def test_store_in_process_equals_in_memory(tmp_path, y_n, flip, dtype):
     np.testing.assert_array_equal(again[:], k[:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True])
 def test_distributed_equals_single_process_and_in_memory(tmp_path, client, flip):
     x = images(13)
@@ -106,6 +107,7 @@ def test_a_worker_killed_mid_run_is_survived(tmp_path, client):
     assert len(markers(store)) == 21
 
 
+@pytest.mark.slow
 def test_command_killed_with_sigkill_resumes(tmp_path):
     x = images(96, size=16, seed=2)
     np.savez(tmp_path / "images.npz", images=x)
@@ -210,6 +212,7 @@ def test_gpu_tasks_ask_for_gpu_resources_only_where_workers_have_them():
     assert task_resources("jax", gpu) is None
 
 
+@pytest.mark.slow
 def test_solvers_read_the_store(tmp_path):
     x, centers = images(40), images(6, seed=3)
     rng = np.random.default_rng(4)

@@ -112,6 +112,7 @@ def test_source_rejects_bad_matrices():
 
 # ----------------------------------------------------------------------------- BCD
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["array", "memmap", "zarr", "callable"])
 def test_bcd_converges_to_direct_solution(kind, digits, digits_kernel, tmp_path):
     x, _, y = digits

@@ -34,6 +34,7 @@ SPECS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_error_falls_like_inverse_sqrt_width(name):
     spec = SPECS[name]
@@ -47,6 +48,7 @@ def test_error_falls_like_inverse_sqrt_width(name):
     assert np.abs(wide.mean(axis=0)).max() < 4 * rms_wide / np.sqrt(len(wide)), (wide.mean(axis=0))
 
 
+@pytest.mark.slow
 def test_readout_output_covariance_matches_myrtle_kernel():
     """Myrtle5 (linear head) at reduced size: covariance of the readout outputs over many outputs."""
     spec = myrtle(5, head="linear", precision="float64")

@@ -96,6 +96,7 @@ def test_scattering_features_round_trip(digits, tmp_path):
     np.testing.assert_array_equal(loaded.transform(x_test[:4]), model.transform(x_test[:4]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, zca", [
     ("myrtle5", True),
     (serial(Conv(3), Relu(), DirectSum(serial(Conv(3), Relu()), Conv(1), weights=(0.5, 1.5)),

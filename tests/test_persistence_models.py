@@ -45,6 +45,7 @@ def _round_trip(estimator, tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, width, parameterization", [("resnet9", 1 / 16, None), ("myrtle5", 4, "ntk"),
                                                           ("myrtle5", 4, "standard")])
 def test_cnn_classifier_round_trip(arch, width, parameterization, tmp_path):
@@ -54,6 +55,7 @@ def test_cnn_classifier_round_trip(arch, width, parameterization, tmp_path):
         SparseScatteringClassifier.load(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, {"head": "mlp", "hidden": 8, "tied": False, "augment": True}])
 def test_sparse_scattering_classifier_round_trip(options, tmp_path):
     estimator = SparseScatteringClassifier(J=1, L=2, projection=4, dictionary_size=8, n_iter=2, epochs=2,

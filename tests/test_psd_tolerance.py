@@ -78,6 +78,7 @@ SOLVERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(SOLVERS))
 def test_every_solver_fits_a_kernel_psd_up_to_its_computing_precision(problem, name, backend):
@@ -234,6 +235,7 @@ CORRUPTED_READ = textwrap.dedent("""
     """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["bcd", "pcg", "cholesky", "eigen"])
 def test_corrupted_chunk_is_one_clear_error_without_asyncio_noise(tmp_path, solver):
     from zarr.codecs import Crc32cCodec

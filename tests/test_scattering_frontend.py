@@ -56,6 +56,7 @@ def cifar(cifar10_subset):
 # Against kymatio
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_order", [1, 2])
 @pytest.mark.parametrize("J", [1, 2, 3])
 def test_matches_kymatio_random(rng, J, max_order):
@@ -66,6 +67,7 @@ def test_matches_kymatio_random(rng, J, max_order):
     assert_layout_equal(out, kymatio_reference(x, J, max_order))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_order", [1, 2])
 @pytest.mark.parametrize("J", [1, 2, 3])
 def test_matches_kymatio_cifar(cifar, J, max_order):
@@ -92,6 +94,7 @@ def test_num_channels_reference_numbers():
     assert num_channels(3, max_order=1) == 25 and num_channels(3, max_order=1, phase=True) == 97
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("J, max_order, is_phase", [(1, 2, True), (2, 1, True), (3, 2, True),
                                                     (3, 2, False), (2, 2, False)])
 def test_num_channels_matches_shapes(rng, J, max_order, is_phase):
@@ -126,6 +129,7 @@ def brute_force_phase(image, J):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("J", [1, 2, 3])
 def test_phase_order1_matches_brute_force(rng, cifar, J):
     """Channel 1 + 4 (j L + theta) + p of colour c is phase p of x_c * psi_{j,theta}, low-passed."""
@@ -163,6 +167,7 @@ def test_phase_relu_identities(rng):
     assert (r[:, 0] * r[:, 1] == 0).all() and (r[:, 2] * r[:, 3] == 0).all()
 
 
+@pytest.mark.slow
 def test_phase_lowpass_is_linear_in_the_phases(rng):
     """ReLU(Re) +- ReLU(-Re) low-passed = |Re| and Re low-passed (likewise Im); the packed
     two-FFT low-pass equals four real ones."""
@@ -188,6 +193,7 @@ def test_phase_lowpass_is_linear_in_the_phases(rng):
 # jit and grad
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("is_phase", [False, True])
 def test_grad_through_scattering_fn(rng, is_phase):
     """Finite gradient, equal to a central finite difference along itself (the steepest direction,

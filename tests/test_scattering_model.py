@@ -92,6 +92,7 @@ CONFIGS = [dict(tied=True, head="linear"), dict(tied=False, head="linear"),
            dict(tied=True, sparse=False, head="linear")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
 def test_gradients_reach_every_parameter(options):
     options = dict(options)
@@ -133,6 +134,7 @@ def cifar_scattering(cifar10_subset):
             frontend.scatter(xte[:400], 2, progress=False), yte[:400].astype(np.int64))
 
 
+@pytest.mark.slow
 def test_small_model_learns_cifar_well_above_chance(cifar_scattering):
     xtr, ytr, xte, yte = cifar_scattering
     config = model.ModelConfig(istc=ISTCConfig(dictionary_size=128, n_iter=4), n_classes=10, projection=32)
@@ -178,6 +180,7 @@ def _run(tmp, epochs, lr=0.05, images=None, labels=None):
     return train.fit(config, tc, labels, images=images, feature_fn=jax.jit(_patches), checkpoint_dir=tmp)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit_and_checkpoints_are_checked(tmp_path, cifar10_subset):
     images, labels = cifar10_subset[0][:120], cifar10_subset[1][:120].astype(np.int64)
     interrupted = tmp_path / "interrupted"
@@ -223,6 +226,7 @@ def test_fit_input_errors():
         model.ModelConfig(kernel_size=2)
 
 
+@pytest.mark.slow
 def test_estimator_fit_predict_score(cifar10_subset):
     xtr, ytr, xte, yte = cifar10_subset
     names = np.array(["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"])

@@ -72,6 +72,7 @@ SOLVERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_backends_agree_with_each_other_and_a_dense_solve(solver, problem):
     k, y, ref = problem
@@ -102,6 +103,7 @@ def make_source(kind, k, x, tmp_path):
             stored.astype(np.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["array", "array32", "memmap", "zarr", "callable"])
 def test_sources_on_both_backends(kind, digits, tmp_path):
     x, k, y, _ = digits
@@ -265,6 +267,7 @@ def test_bad_backend_name(call):
 
 # ----------------------------------------------------------------------------- estimator
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver, params", [
     ("auto", None), ("cholesky", None),
     ("bcd", {"block_size": BLOCK, "epochs": 1000, "tol": 1e-12}),

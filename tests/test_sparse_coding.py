@@ -76,6 +76,7 @@ def test_apply_is_ista_on_the_schedule_with_brute_force_diagnostics(layer):
     np.testing.assert_allclose(diag["lambdas"], lambdas, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_lambda0_tracks_batch_max_in_training_only_without_gradient(layer):
     config, params, state, x = layer
     _, same, _ = sc.apply(params, state, x, config, train=False)
@@ -98,6 +99,7 @@ def test_lambda0_tracks_batch_max_in_training_only_without_gradient(layer):
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direction", [1.0, -1.0])
 def test_lambda_star_bounds_hold_after_gradient_steps(layer, direction):
     """Gradient steps that push lambda* down (direction 1: more active codes) or up, each followed

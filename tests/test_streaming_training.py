@@ -62,6 +62,7 @@ def _eval_images(folder, indices):
                      for i in indices])
 
 
+@pytest.mark.slow
 def test_streamed_training_learns_and_evaluates(folder):
     scattering = frontend.scattering_fn((SIZE, SIZE, 3), 2)
     config = model.ModelConfig(n_classes=3, projection=16, istc=ISTCConfig(dictionary_size=32, n_iter=3))
@@ -102,6 +103,7 @@ def _without_timing(history):
     return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in history]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit_and_another_folder_is_refused(folder, folder_root, tmp_path):
     interrupted = tmp_path / "interrupted"
     first = _run(folder, interrupted, 1)

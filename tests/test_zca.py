@@ -298,6 +298,7 @@ def cifar(cifar10_subset):
     return train, test, zca, ref_fit(train, CIFAR_BIAS)
 
 
+@pytest.mark.slow
 def test_cifar_matches_reference(cifar):
     train, test, zca, (whitening, _, _) = cifar
     assert train.dtype == np.uint8 and train.shape[1:] == (32, 32, 3)
@@ -334,6 +335,7 @@ def test_cifar_whitening_property(cifar):
     assert np.sort(np.linalg.eigvalsh(test_rows @ test_rows.T / len(test_rows)))[-1] > 1.5
 
 
+@pytest.mark.slow
 def test_cifar_larger_bias_whitens_less(cifar):
     """bias 1e-3 instead of 1e-5: every whitened variance E / (E + bias) of the data is smaller."""
     train, _, zca, (_, eigenvalues, _) = cifar
