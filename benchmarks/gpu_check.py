@@ -12,7 +12,7 @@ repository root:
    (CuPy's pool is filled with NaN, so an unwritten element shows); a DirectSum spec must warn and
    fall back to JAX; a zero-copy DLPack exchange JAX -> CuPy;
 3. times pairs/s (median of repeats after warm-up; CUDA events and host clock) and FLOP/s
-   (:meth:`Plan.flop_per_pair`: 1.33e8 / 1.79e8 FLOP per Myrtle5 / Myrtle10 pair, kernels.md's cost
+   (:meth:`Plan.flop_per_pair`: 1.33e8 / 1.79e8 FLOP per Myrtle5 / Myrtle10 pair, the plan's cost
    model) of one block of the CUDA backend, fused and unfused, the 32x32 fused stage alone, the JAX
    path on the same GPU, and a whole symmetric ``gram`` (self pass included);
 4. compares with the targets (issue 5): fused stage >= 40% of the float32 rate (67 TFLOP/s, H200

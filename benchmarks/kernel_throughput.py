@@ -55,7 +55,7 @@ NOTES = [
     "JAX runtime + compiled code + per-image infos + one pair's tensors.",
     "remaining gap to the arithmetic limit (~1500 M5 pairs/s at 190 GFLOP/s): 4 passes over a "
     "4-5 MiB tensor per conv+ReLU link that does not fit the 1 MiB L2; a fused per-offset-plane "
-    "stage (kernels.md) would keep it in L2. Not done yet.",
+    "stage (the pixel-offset plane decomposition) would keep it in L2. Not done yet.",
 ]
 
 

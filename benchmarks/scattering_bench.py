@@ -45,7 +45,7 @@ from .machine import describe_machine, peak_rss_gib
 
 DEFAULT_OUT = pathlib.Path("benchmarks/results/scattering_bench.json")
 IMAGENET_TRAIN_IMAGES = 1_281_167
-# Published reference points (../shared/reference/scattering.md), for the report only.
+# Published reference points (approximate, from the scattering papers), for the report only.
 REFERENCE = {"cifar10_scattering_J2_linear_full_data": 0.705,
              "cifar10_scattering_order1_linear_full_data": 0.64}
 
