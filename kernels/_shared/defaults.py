@@ -44,6 +44,8 @@ EXPERIMENT_PARAMS: dict = {
             "lr": 0.1, "loss": "mse", "augment": True},
     "resnet": {"arch": "resnet9", "width": 0.125, "epochs": 30, "min_steps": 100, "batch_size": 32,
                "lr": 0.1, "loss": "xent", "augment": True},
+    "istc": {"J": 2, "projection": 64, "dictionary_size": 256, "n_iter": 4, "epochs": 30,
+             "min_steps": 100, "batch_size": 32, "lr": 0.01},
 }
 #: the small-data experiment: training-set sizes, trials per size, and its changes to
 #: EXPERIMENT_PARAMS (ZCA bias for pools smaller than the pixel dimension: see small_data)
@@ -60,3 +62,19 @@ QUICKSTART: dict = {
                "cnn": {"augment": False, "epochs": 20},
                "resnet": {"augment": False, "epochs": 20}},
 }
+
+# --- selection (tangentless.benchmarks.experiments.selection) --------------------------------------
+#: the hyperparameter grid each method searches on its training data only (the cartesian product of
+#: the lists; the ridge methods' alphas are searched too, by exact leave-one-out, on top of these):
+#: kernel ZCA bias x flips (each pair is one more kernel matrix of the pool), scattering J, the
+#: networks' peak lr x epochs at their fixed width, the ISTC model's lr
+SELECTION_GRIDS: dict = {
+    "kernel": {"zca_bias": [1e-5, 1e-3, 1e-1], "flip": [False, True]},
+    "scattering": {"J": [1, 2]},
+    "cnn": {"lr": [0.03, 0.1], "epochs": [15, 30]},
+    "resnet": {"lr": [0.03, 0.1], "epochs": [15, 30]},
+    "istc": {"lr": [0.003, 0.01, 0.03]},
+}
+#: the fraction of each class's training images held out to score a grid point (methods without
+#: exact leave-one-out); the chosen values are then refitted on all training images
+SELECTION_HOLDOUT_FRACTION = 0.25

@@ -1,0 +1,156 @@
+"""Hyperparameter selection on the training data only, with equal care for every method: each
+method searches a stated grid (defaults: ``SELECTION_GRIDS`` in ``kernels._shared.defaults``,
+the cartesian product of its lists) and reports it, its size, how points were scored, the chosen
+values and what the search cost in seconds. No function here takes test data.
+
+- ``kernel`` and ``scattering`` (kernel ridge): every grid point (kernel: ZCA bias x flips;
+  scattering: J) and every ridge alpha is scored by exact leave-one-out accuracy on the training
+  set (one eigendecomposition per grid point gives all alphas); grid size = points x alphas. The
+  best fitted model is kept (no refit).
+- ``cnn``, ``resnet`` (peak lr x epochs at the fixed width) and ``istc`` (lr): a stratified
+  hold-out split of the training images (``SELECTION_HOLDOUT_FRACTION`` of each class, at least
+  one image, only from classes with two or more), each point trained on the rest and scored by
+  accuracy on the held-out images; the best point is refitted on all training images. Where no
+  class has two images (n = number of classes) there is nothing to hold out: the method's
+  configured values are used and the record says ``"method": "none"``.
+Ties go to the first point in grid order.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from ...kernels._shared.defaults import SELECTION_GRIDS, SELECTION_HOLDOUT_FRACTION
+from ...solvers import KernelRidgeClassifier
+from .methods import make_estimator
+
+#: the methods whose solver gives exact leave-one-out (kernel ridge); the rest use a hold-out split
+LOO_METHODS = frozenset({"kernel", "scattering"})
+
+
+def grid_points(grid: dict) -> list[dict]:
+    """The cartesian product of ``grid`` ({name: [values]}) as a list of {name: value}, in order
+    (the last name varies fastest); ``[{}]`` for an empty grid."""
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def check_grid(method: str, grid: dict, params: dict) -> None:
+    """ValueError (one line) unless every name of ``grid`` is a parameter of ``method`` with a
+    non-empty list of values."""
+    for name, values in grid.items():
+        if name not in params:
+            raise ValueError(f"selection grid of {method}: {name!r} is not one of its parameters "
+                             f"({', '.join(sorted(params))})")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"selection grid of {method}.{name}: expected a non-empty list, "
+                             f"got {values!r}")
+
+
+def default_grids(methods) -> dict:
+    """{method: SELECTION_GRIDS[method]} (a copy) for each of ``methods``."""
+    return {m: {k: list(v) for k, v in SELECTION_GRIDS.get(m, {}).items()} for m in methods}
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Stratified (fit, held-out) sorted index arrays of ``labels`` (n,): from each class with
+    c >= 2 images, max(1, round(fraction c)) (at most c - 1) held out at random; None where no
+    class has two images."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) >= 2:
+            count = min(len(members) - 1, max(1, round(fraction * len(members))))
+            held.extend(rng.permutation(members)[:count].tolist())
+    if not held:
+        return None
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+def best_index(scores: list[float]) -> int:
+    """The index of the highest score (the first one of ties)."""
+    return int(np.argmax(np.asarray(scores, dtype=np.float64)))
+
+
+def _record(how: dict, grid: dict, size: int, points: list[dict], scores: list, chosen: dict,
+            seconds: float) -> dict:
+    return {**how, "grid": grid, "grid_size": size,
+            "scores": [{**p, "score": s} for p, s in zip(points, scores)], "chosen": chosen,
+            "seconds": round(seconds, 3)}
+
+
+def ridge_selection(grid: dict, alphas, train_kernel, labels: np.ndarray) -> tuple[KernelRidgeClassifier, dict]:
+    """Exact-LOO selection over ``grid`` x ``alphas`` from training kernels only:
+    ``train_kernel(point)`` -> (n, n) kernel of the training images at that grid point. Returns
+    the ridge fitted at the chosen point (its alpha by LOO) and the selection record (chosen:
+    the point and ``alpha``; scores: LOO accuracy per point at its best alpha)."""
+    tic = time.perf_counter()
+    points, fitted = grid_points(grid), []
+    for point in points:
+        ridge = KernelRidgeClassifier(alphas=tuple(alphas))
+        fitted.append(ridge.fit(train_kernel(point), labels))
+    scores = [r.loo_score_ for r in fitted]
+    best = best_index(scores)
+    chosen = {**points[best], "alpha": fitted[best].alpha_}
+    return fitted[best], _record({"method": "loo"}, {**grid, "alpha": list(alphas)},
+                                 len(points) * len(alphas), points, scores, chosen,
+                                 time.perf_counter() - tic)
+
+
+def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, labels: np.ndarray, *,
+                   seed: int = 0, fraction: float = SELECTION_HOLDOUT_FRACTION,
+                   progress: bool = False) -> tuple[object, dict, dict, float]:
+    """Select ``method``'s hyperparameters over ``grid`` on (images, labels), the training set,
+    and fit it there: (fitted estimator, chosen params, selection record, fit seconds of the
+    returned estimator). Kernel ridge methods: each point's estimator fitted on all images, scored
+    by its exact LOO accuracy (alphas included), the best kept (the record's ``seconds``: all
+    fits, the kept one's included); the others: :func:`holdout_split`, the best refitted on all
+    images (``seconds``: the search, without the refit)."""
+    check_grid(method, grid, params)
+    points, n = grid_points(grid), len(labels)
+    tic = time.perf_counter()
+    if method in LOO_METHODS:
+        fitted, fit_seconds = [], []
+        for point in points:
+            start = time.perf_counter()
+            fitted.append(make_estimator(method, {**params, **point}, n, random_state=seed,
+                                         progress=progress).fit(images, labels))
+            fit_seconds.append(time.perf_counter() - start)
+        scores = [m.ridge_.loo_score_ for m in fitted]
+        best = best_index(scores)
+        chosen = {**points[best], "alpha": fitted[best].alpha_}
+        return fitted[best], {**params, **points[best]}, _record(
+            {"method": "loo"}, {**grid, "alpha": list(params["alphas"])},
+            len(points) * len(params["alphas"]), points, scores, chosen,
+            time.perf_counter() - tic), fit_seconds[best]
+    split = holdout_split(labels, fraction, seed) if len(points) > 1 else None
+    if split is None:
+        reason = "a single grid point" if len(points) <= 1 else "no class has two training images"
+        model, seconds = _timed_fit(method, params, images, labels, seed, progress)
+        return model, dict(params), _record(
+            {"method": "none", "reason": reason}, grid, len(points), [], [],
+            {k: params[k] for k in grid}, 0.0), seconds
+    fit, held = split
+    scores = []
+    for point in points:
+        model = make_estimator(method, {**params, **point}, len(fit), random_state=seed)
+        model.fit(images[fit], labels[fit])
+        scores.append(float(np.mean(model.predict(images[held]) == labels[held])))
+    best = best_index(scores)
+    seconds = time.perf_counter() - tic
+    chosen_params = {**params, **points[best]}
+    model, fit_seconds = _timed_fit(method, chosen_params, images, labels, seed, progress)
+    return model, chosen_params, _record(
+        {"method": "holdout", "holdout_fraction": fraction, "holdout_images": len(held)},
+        grid, len(points), points, scores, points[best], seconds), fit_seconds
+
+
+def _timed_fit(method, params, images, labels, seed, progress) -> tuple[object, float]:
+    model = make_estimator(method, params, len(labels), random_state=seed, progress=progress)
+    tic = time.perf_counter()
+    model.fit(images, labels)
+    return model, time.perf_counter() - tic
