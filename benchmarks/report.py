@@ -6,6 +6,7 @@ pyplot's global backend.
 """
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import textwrap
@@ -38,8 +39,9 @@ def summarize(records: list[dict]) -> list[dict]:
     """Group trial records ``{"method", "n", "accuracy", "seconds", ...}`` by (method, n).
 
     Returns one row per group, ordered by method (first appearance) then n:
-    ``{"method", "n", "trials", "mean", "std", "accuracies", "seconds"}``; std is the sample
-    standard deviation (ddof=1), None for a single trial; seconds is the mean per trial.
+    ``{"method", "n", "trials", "mean", "std", "accuracies", "seconds", "cost_seconds"}``; std is
+    the sample standard deviation (ddof=1), None for a single trial; seconds is the mean per trial,
+    cost_seconds the mean of the records' ``cost_seconds`` (their ``seconds`` where they have none).
     """
     groups: dict[tuple[str, int], list[dict]] = {}
     for record in records:
@@ -55,6 +57,7 @@ def summarize(records: list[dict]) -> list[dict]:
             "std": float(accuracies.std(ddof=1)) if len(group) > 1 else None,
             "accuracies": accuracies.tolist(),
             "seconds": float(np.mean([r["seconds"] for r in group])),
+            "cost_seconds": float(np.mean([r.get("cost_seconds", r["seconds"]) for r in group])),
         })
     return rows
 
@@ -106,6 +109,77 @@ def plot_accuracy_vs_n(summary: list[dict], path: str | pathlib.Path, title: str
     ax.set_title(textwrap.fill(title, 70), fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return _save(fig, path)
+
+
+def _text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _values(values: list) -> str:
+    """Distinct values, most frequent first, with counts above 1: [0.1, 0.1, 0.03] -> '0.1 (2), 0.03'."""
+    return ", ".join(_text(v) + (f" ({c})" if c > 1 else "")
+                     for v, c in collections.Counter(values).most_common())
+
+
+def selection_table(records: list[dict]) -> str:
+    """Markdown table, one row per (method, n) of records with a ``selection`` (see
+    :mod:`tangentless.benchmarks.experiments.selection`): the selection method (LOO, hold-out
+    fraction, or none), the grid and its size, the chosen values over the trials (count of trials
+    in parentheses where several chose one) and the mean selection seconds."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        if "selection" in record:
+            groups.setdefault((record["method"], int(record["n"])), []).append(record["selection"])
+    methods = list(dict.fromkeys(key[0] for key in groups))
+    rows = []
+    for method, n in sorted(groups, key=lambda key: (methods.index(key[0]), key[1])):
+        group = groups[method, n]
+        first = group[0]
+        how = {"loo": "exact LOO", "none": f"none ({first.get('reason', '')})"}.get(
+            first["method"], f"hold-out {first.get('holdout_fraction', 0):g} per class")
+        grid = "; ".join(f"{k}: {', '.join(_text(v) for v in vs)}"
+                         for k, vs in first["grid"].items()) or "-"
+        chosen = "; ".join(f"{name}: {_values([s['chosen'][name] for s in group])}"
+                           for name in first["chosen"]) or "-"
+        rows.append([method, n, how, first["grid_size"], grid, chosen,
+                     f"{np.mean([s['seconds'] for s in group]):.2f}"])
+    return markdown_table(["method", "n", "selection", "grid size", "grid", "chosen (trials)",
+                           "selection s"], rows)
+
+
+def plot_accuracy_vs_cost(summary: list[dict], path: str | pathlib.Path, chance: float | None = None,
+                          title: str = "") -> pathlib.Path:
+    """PNG of test accuracy against the cost seconds per trial (``cost_seconds``: fit + predict;
+    log x), one line per method through its n (labelled), error bars of one standard deviation
+    over trials; single-trial points are drawn hollow, without error bars; the legend gives each
+    method's trial counts; a dashed line at ``chance`` accuracy."""
+    fig = Figure(figsize=(7.2, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for i, method in enumerate(dict.fromkeys(row["method"] for row in summary)):
+        rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["n"])
+        x = [max(r["cost_seconds"], 1e-4) for r in rows]
+        y = [100 * r["mean"] for r in rows]
+        trials = sorted({r["trials"] for r in rows})
+        counts = f"{trials[0]}" if len(trials) == 1 else f"{trials[0]}-{trials[-1]}"
+        color = f"C{i % 10}"
+        ax.plot(x, y, color=color, lw=1, label=f"{method} ({counts} trials)")
+        for r, xi, yi in zip(rows, x, y):
+            if r["std"] is None:
+                ax.scatter(xi, yi, facecolors="none", edgecolors=color, zorder=3)
+            else:
+                ax.errorbar(xi, yi, yerr=100 * r["std"], color=color, marker="o", capsize=3)
+            ax.annotate(str(r["n"]), (xi, yi), textcoords="offset points", xytext=(3, 3),
+                        fontsize="x-small", color=color)
+    if chance is not None:
+        ax.axhline(100 * chance, color="k", ls="--", lw=1, label=f"chance ({100 * chance:g}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("fit + predict seconds per trial (this machine; labels: n)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(textwrap.fill(title + "; hollow: a single trial, bars: std over trials", 80),
+                 fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
     return _save(fig, path)
 
 

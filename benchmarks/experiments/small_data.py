@@ -1,6 +1,8 @@
 """Experiment 1, the small-data regime, following the kernel paper's protocol: class-balanced
 training sets of n images (10, 20, 40, ..., 1280), several trials per n, one fixed test set;
-compositional kernel vs its own CNN vs ResNet vs scattering; mean and standard deviation.
+compositional kernel vs its own CNN vs ResNet vs scattering (+ ridge, and the ISTC model); mean
+and standard deviation. Every method selects its hyperparameters on each trial's training images
+only (:mod:`.selection`; grids: ``SmallDataConfig.grids``, default ``SELECTION_GRIDS``).
 
 Design (the kernel is the cost):
 - Pool: one class-balanced pool of ``pool_size`` training images (default: the largest n) is
@@ -8,25 +10,36 @@ Design (the kernel is the cost):
   pool (the subsets of one trial are nested in n). Where n equals the pool size, every trial
   trains on the whole pool: the kernel and scattering trials then coincide, and only the networks'
   random initialization and augmentation differ between them.
-- Kernel: the matrix K[pool + test, pool] is computed once (in resumable Zarr stores in the
-  output folder, ``gram-<checksum of the images and kernel parameters>/``) and each trial takes
-  its rows and columns. ZCA is fitted on the pool, a superset of every trial's training set, not
-  on each trial's n images as in the paper: refitting per trial would change the whitened pixels
-  and so the whole kernel matrix, i.e. one matrix per trial. The pool holds no test image.
-  ZCA bias 1e-2 instead of the paper's 1e-5 (``SMALL_DATA_PARAMS`` in
-  ``kernels._shared.defaults``): the paper fitted on 50,000 images,
-  more than the 3,072 pixel dimensions; a pool of P < 3,072 images spans only P - 1 of them, and
-  bias 1e-5 multiplies the test images' components outside that span by up to 1/sqrt(1e-5) ~ 316.
-  Measured on the exact CIFAR subset (Myrtle5, no flips, n = 100, 150 test images, so +-4 points
-  of noise): ZCA fitted on the 100 images 22.0% with bias 1e-5, 28.0% with 1e-2; fitted on all
-  4,000 training images with 1e-5, 28.7%; no ZCA, 30.0%.
-- Scattering: features of the pool and test images once, standardized with the pool's
-  statistics (same reasoning as for ZCA), RBF kernel matrix once, rows per trial.
-- CNN and ResNet: trained per trial on the trial's images (seeded by the trial).
-- Alpha: exact leave-one-out on each trial's n training images (test data never used).
+- Kernel: for each point (ZCA bias, flip) of its grid, the pool block K[pool, pool] is computed
+  once (resumable Zarr stores in the output folder, ``gram-<checksum of the whitened images and
+  kernel parameters>/pool.zarr``) and shared by every trial, which selects the point and alpha
+  by exact leave-one-out on its rows and columns; the test rows K[test, pool]
+  (``.../test.zarr``) are computed only for points some trial chose. Cost in pairs, P pool and T
+  test images: sum over the grid points of P (P + 1) / 2 (x2 with flips) for selection, plus
+  T P (x2 with flips) per chosen point; e.g. the default grid (3 biases x flips on/off) at
+  P = 1280, T = 1000: 3 x 3 x 819,840 = 7.4M pool pairs plus 1.3M-2.6M test pairs per chosen
+  point (one setting alone: 4.2M with flips). ZCA is fitted on the pool (per bias), a superset
+  of every trial's training set, not on each trial's n images as in the paper: refitting per
+  trial would change the whitened pixels and so the whole kernel matrix, i.e. one matrix per
+  trial. The pool holds no test image. Why a large bias matters below 3,072 images: a pool of
+  P < 3,072 images spans only P - 1 pixel dimensions, and bias 1e-5 multiplies the test images'
+  components outside that span by up to 1/sqrt(1e-5) ~ 316 (measured on the exact CIFAR subset,
+  Myrtle5, no flips, n = 100: 22.0% with bias 1e-5, 28.0% with 1e-2); the grid lets each trial
+  choose.
+- Scattering + ridge: per J of its grid, features of the pool and test images once, standardized
+  with the pool's statistics, RBF kernel matrix once; J and alpha by exact LOO per trial.
+- CNN, ResNet, ISTC: per trial, :func:`.selection.select_and_fit` on the trial's images
+  (stratified hold-out), seeded by the trial.
+Each record (method, n, trial) carries its accuracy, ``selection`` (grid, grid size, method: LOO
+or hold-out fraction, chosen values, training-side scores, seconds), ``fit_seconds``,
+``predict_seconds`` (measured; for the ridge methods on the shared matrices) and
+``cost_seconds`` = fit + predict (+ for the kernel, ``gram_seconds_estimate``: its own ``pairs``,
+P(n) = n (n + 1) / 2 + T n (x2 with flips), at the measured pairs per second; for scattering +
+ridge, ``feature_seconds_estimate``: the shared matrix's seconds x (n + T) / (P + T)).
 Results are appended to ``small_data.json`` after every (method, n, trial); a restarted run with
-the same configuration skips what is done. ``small_data.md`` and ``small_data.png`` are written
-at the end (and by :func:`write_outputs` from any partial JSON).
+the same configuration skips what is done. ``small_data.md``, ``small_data.png`` (accuracy vs n)
+and ``small_data_cost.png`` (accuracy vs cost) are written at the end (and by
+:func:`write_outputs` from any partial JSON).
 """
 from __future__ import annotations
 
@@ -38,15 +51,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...kernels import ZCAWhitening
-from ...kernels._shared.defaults import SMALL_DATA_PARAMS, SMALL_DATA_SIZES, SMALL_DATA_TRIALS
+from ...kernels._shared.defaults import (SELECTION_HOLDOUT_FRACTION, SMALL_DATA_PARAMS,
+                                         SMALL_DATA_SIZES, SMALL_DATA_TRIALS)
 from ...kernels._shared.digest import sha256
 from ...scattering import scatter
 from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
-from ...solvers import KernelRidgeClassifier
 from ..datasets import balanced_subset
-from ..report import accuracy_table, markdown_table, plot_accuracy_vs_n, summarize
-from .gram_cache import pool_test_gram, pool_test_pairs
-from .methods import METHODS, all_params, describe, kernel_spec, make_estimator
+from ..report import (accuracy_table, markdown_table, plot_accuracy_vs_cost, plot_accuracy_vs_n,
+                      selection_table, summarize)
+from .gram_cache import gram_block, pool_test_pairs, stores_cost
+from .methods import METHODS, all_params, describe, kernel_spec
+from .selection import check_grid, default_grids, grid_points, ridge_selection, select_and_fit
 from .store import ResultStore, write_results
 
 NAME = "small_data"
@@ -58,7 +73,10 @@ class SmallDataConfig:
     every n or one per n; methods: a subset of ``METHODS``; pool_size: images in the training pool
     (default max(sizes)); test_size: a class-balanced subset of the test set (None: all of it);
     seed: pool, test subset and trial subsets; params: per-method parameters (defaults:
-    ``SMALL_DATA_PARAMS`` over ``EXPERIMENT_PARAMS``, both in ``kernels._shared.defaults``)."""
+    ``SMALL_DATA_PARAMS`` over ``EXPERIMENT_PARAMS``, both in ``kernels._shared.defaults``);
+    grids: per-method selection grids over those parameters (default ``SELECTION_GRIDS``; ``{}``
+    for a method: its params as given, the ridge methods' alphas still by LOO);
+    holdout_fraction: of each class, for the methods selected on a hold-out split."""
     sizes: tuple[int, ...] = SMALL_DATA_SIZES
     trials: int | tuple[int, ...] = SMALL_DATA_TRIALS
     methods: tuple[str, ...] = METHODS
@@ -66,6 +84,8 @@ class SmallDataConfig:
     test_size: int | None = None
     seed: int = 0
     params: dict = dataclasses.field(default_factory=lambda: all_params(SMALL_DATA_PARAMS))
+    grids: dict = dataclasses.field(default_factory=lambda: default_grids(METHODS))
+    holdout_fraction: float = SELECTION_HOLDOUT_FRACTION
 
     def trials_for(self, n: int) -> int:
         if isinstance(self.trials, int):
@@ -89,6 +109,10 @@ class SmallDataConfig:
         if self.pool_size is not None and self.pool_size < max(self.sizes):
             raise ValueError(f"pool_size {self.pool_size} is smaller than the largest n "
                              f"{max(self.sizes)}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be between 0 and 1; got {self.holdout_fraction}")
+        for method in self.methods:
+            check_grid(method, self.grids.get(method, {}), self.params[method])
 
 
 def trial_seed(seed: int, trial: int) -> int:
@@ -96,15 +120,28 @@ def trial_seed(seed: int, trial: int) -> int:
     return int(np.random.SeedSequence([seed, trial]).generate_state(1)[0])
 
 
-def _kernel_matrix(pool, test, params, out: pathlib.Path, progress: bool):
-    """K[pool + test, pool] of the ZCA-whitened images (ZCA fitted on the pool) and its cost."""
+def _point_key(point: dict) -> tuple:
+    return tuple(sorted(point.items()))
+
+
+def _kernel_matrix(pool, test, params, out: pathlib.Path, progress: bool, *,
+                   test_rows: bool) -> tuple[np.ndarray, dict]:
+    """K[pool, pool] (P, P), or with ``test_rows`` K[test, pool] (T, P), of the ZCA-whitened
+    images (ZCA fitted on the pool, bias ``params["zca_bias"]``), from the resumable store
+    ``out/gram-<checksum>/{pool,test}.zarr``; and the cost of that store so far
+    (:func:`.gram_cache.stores_cost`, plus ``pairs``, the block's distinct pairs)."""
     pool = pool.astype(np.float32)
     zca = ZCAWhitening(bias=params["zca_bias"]).fit(pool)
     pool_w, test_w = zca.transform(pool), zca.transform(test.astype(np.float32))
-    key = sha256(params, pool_w, test_w)
-    return pool_test_gram(kernel_spec(params), pool_w, test_w, flip=params["flip"],
-                          folder=out / f"gram-{key}", progress=progress,
-                          preprocessing={"zca_bias": params["zca_bias"], "zca_fitted_on": "pool"})
+    folder = out / f"gram-{sha256(params, pool_w, test_w)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    store = folder / ("test.zarr" if test_rows else "pool.zarr")
+    k = gram_block(kernel_spec(params), test_w if test_rows else pool_w, pool_w if test_rows else None,
+                   flip=params["flip"], store=store, progress=progress,
+                   preprocessing={"zca_bias": params["zca_bias"], "zca_fitted_on": "pool"})
+    pairs = (len(test) * len(pool) if test_rows else len(pool) * (len(pool) + 1) // 2) * (
+        2 if params["flip"] else 1)
+    return k, {"pairs": pairs, **stores_cost([store])}
 
 
 def _scattering_matrix(pool, test, params, progress: bool) -> tuple[np.ndarray, dict]:
@@ -116,22 +153,89 @@ def _scattering_matrix(pool, test, params, progress: bool) -> tuple[np.ndarray, 
     return k, {"seconds": round(time.perf_counter() - tic, 3)}
 
 
-def _ridge_trial(k: np.ndarray, pool_size: int, subset: np.ndarray, labels: np.ndarray,
-                 test_labels: np.ndarray, alphas) -> dict:
-    """Kernel ridge on rows/columns ``subset`` of the pool block; accuracy on the test rows."""
-    ridge = KernelRidgeClassifier(alphas=tuple(alphas))
-    ridge.fit(k[np.ix_(subset, subset)], labels[subset])
-    accuracy = float(np.mean(ridge.predict(k[pool_size:, subset]) == test_labels))
-    return {"accuracy": accuracy, "alpha": ridge.alpha_, "loo_accuracy": ridge.loo_score_}
+class _SharedMatrices:
+    """The ridge methods' matrices per grid point, computed on first use and kept for all trials
+    (``info`` per method: the cost of each, for the results file)."""
+
+    def __init__(self, pool, test, params: dict, out: pathlib.Path, progress: bool):
+        self.pool, self.test, self.params, self.out, self.progress = pool, test, params, out, progress
+        self.blocks: dict[tuple, np.ndarray] = {}
+        self.info: dict[str, dict] = {"kernel": {}, "scattering": {}}
+
+    def _get(self, method: str, point: dict, part: str) -> np.ndarray:
+        key = (method, part, _point_key(point))
+        if key not in self.blocks:
+            params = {**self.params[method], **point}
+            if method == "kernel":
+                block, info = _kernel_matrix(self.pool, self.test, params, self.out, self.progress,
+                                             test_rows=part == "test")
+            else:
+                block, info = _scattering_matrix(self.pool, self.test, params, self.progress)
+            self.blocks[key] = block
+            self.info[method][f"{part} {_label(point)}"] = info
+        return self.blocks[key]
+
+    def train(self, method: str, point: dict, subset: np.ndarray) -> np.ndarray:
+        """(n, n) kernel of the pool images ``subset`` at ``point``."""
+        block = self._get(method, point, "pool" if method == "kernel" else "all")
+        return block[np.ix_(subset, subset)]
+
+    def test_rows(self, method: str, point: dict, subset: np.ndarray) -> np.ndarray:
+        """(T, n) kernel of the test images against the pool images ``subset`` at ``point``."""
+        if method == "kernel":
+            return self._get(method, point, "test")[:, subset]
+        return self._get(method, point, "all")[len(self.pool):, subset]
+
+
+def _label(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items()) or "params"
+
+
+def _ridge_trial(matrices: _SharedMatrices, method: str, params: dict, grid: dict,
+                 subset: np.ndarray, labels: np.ndarray, test_labels: np.ndarray) -> dict:
+    """Select (grid x alphas, exact LOO) and fit on the training block ``subset`` of the pool;
+    accuracy on the test rows of the chosen point."""
+    ridge, selection, fit_seconds = ridge_selection(
+        grid, params["alphas"], lambda point: matrices.train(method, point, subset), labels[subset])
+    point = {k: selection["chosen"][k] for k in grid}
+    rows = matrices.test_rows(method, point, subset)
+    tic = time.perf_counter()
+    predictions = ridge.predict(rows)
+    return {"accuracy": float(np.mean(predictions == test_labels)), "alpha": ridge.alpha_,
+            "loo_accuracy": ridge.loo_score_, "selection": selection,
+            "fit_seconds": round(fit_seconds, 4),
+            "predict_seconds": round(time.perf_counter() - tic, 4)}
+
+
+def _kernel_costs(result: dict, params: dict, n: int, test: int, rate: float | None) -> dict:
+    """The kernel trial's own pairs (train + test at the chosen flip), the pairs of its selection's
+    training kernels over the grid, and their seconds at the measured ``rate``."""
+    flip = result["selection"]["chosen"].get("flip", params["flip"])
+    flips = [p.get("flip", params["flip"]) for p in result["selection"]["scores"]] or [flip]
+    pairs = pool_test_pairs(n, test, flip)
+    selection_pairs = sum(n * (n + 1) // 2 * (2 if f else 1) for f in flips)
+    costs = {"pairs": pairs, "selection_pairs": selection_pairs}
+    if rate:
+        costs["gram_seconds_estimate"] = round(pairs / rate, 3)
+        costs["selection_gram_seconds_estimate"] = round(selection_pairs / rate, 3)
+    return costs
+
+
+def _rate(info: dict) -> float | None:
+    """Kernel evaluations per second over every finished store run of this session's matrices."""
+    evaluations = sum(i["evaluations"] for i in info.values())
+    seconds = sum(i["seconds"] for i in info.values())
+    return evaluations / seconds if seconds else None
 
 
 def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
         test_labels: np.ndarray, config: SmallDataConfig, out: str | pathlib.Path, *,
         data: str = "", progress: bool = True) -> dict:
-    """Run (or resume) the experiment; write ``out/small_data.{json,md,png}``; return the payload.
+    """Run (or resume) the experiment; write ``out/small_data.{json,md,png}`` and
+    ``small_data_cost.png``; return the payload.
 
     Images NHWC (uint8 or float), labels (N,) integers 0..C-1; ``data`` names the data set in
-    the report.
+    the report. Test images and labels are used for the test rows and the accuracy only.
     """
     out = pathlib.Path(out)
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
@@ -144,58 +248,75 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     pool, pool_labels = train_images[pool_index], train_labels[pool_index]
     test, test_y = test_images[test_index], test_labels[test_index]
     params = {m: config.params[m] for m in METHODS}
+    grids = {m: config.grids.get(m, {}) for m in config.methods}
     resolved = {"pool_size": pool_size, "test_size": len(test_index), "seed": config.seed,
                 "params": params}
     header = {
         "experiment": NAME, "data": data, "config": {**dataclasses.asdict(config), **resolved},
-        "methods": {m: describe(m, params[m]) for m in METHODS},
+        "num_classes": num_classes, "methods": {m: describe(m, params[m]) for m in METHODS},
         "pool_index": pool_index.tolist(), "test_index": test_index.tolist(),
         "notes": [
             f"class-balanced pool of {pool_size} training images; trials draw nested class-balanced "
             "subsets from it; where n equals the pool size all trials use the whole pool",
-            "kernel: ZCA fitted on the pool (a superset of each trial's training set), one kernel "
-            "matrix over pool + test; alpha by exact leave-one-out on each trial's training set",
-            "scattering: standardization statistics of the pool, one RBF matrix over pool + test",
-            "kernel seconds per trial exclude the shared kernel matrix; "
-            "gram_seconds_estimate is the cost of computing this trial's own kernel alone",
+            "selection on each trial's training images only: kernel and scattering + ridge by exact "
+            "leave-one-out over their grid x alphas, the networks and ISTC on a stratified hold-out "
+            f"of {config.holdout_fraction:g} of each class (then refitted on all n); no selection "
+            "where no class has two images",
+            "kernel: ZCA fitted on the pool (per bias), pool matrices per grid point shared by all "
+            "trials, test rows only for the chosen points",
+            "scattering: standardization statistics of the pool, one RBF matrix over pool + test "
+            "per J",
+            "cost_seconds = fit + predict seconds (measured), plus for the kernel the estimated "
+            "seconds of its own kernel matrix (pairs at the measured rate) and for scattering + "
+            "ridge its share of the feature matrix; selection seconds are reported apart",
         ],
     }
+    # the grids enter the checksum only where they are not the defaults (older files resume)
+    checked = resolved if grids == default_grids(config.methods) else {**resolved, "grids": grids}
     store = ResultStore(out / f"{NAME}.json", ("method", "n", "trial"), header,
-                        sha256(resolved, train_images, train_labels, test_images, test_labels))
+                        sha256(checked, train_images, train_labels, test_images, test_labels))
     store.session["request"] = {
         "sizes": list(config.sizes), "methods": list(config.methods),
-        "trials": [config.trials_for(n) for n in config.sizes]}
+        "trials": [config.trials_for(n) for n in config.sizes], "grids": grids}
     jobs = [(m, n, t) for n in config.sizes for t in range(config.trials_for(n))
             for m in config.methods if not store.done(method=m, n=n, trial=t)]
-    matrices: dict[str, np.ndarray] = {}
+    matrices = _SharedMatrices(pool, test, params, out, progress)
     for method, n, trial in tqdm(jobs, desc="small-data trials", disable=not progress):
         seed = trial_seed(config.seed, trial)
         subset = balanced_subset(pool_labels, n, seed=seed)
-        tic = time.perf_counter()
         if method in ("kernel", "scattering"):
-            if method not in matrices:
-                matrices[method], info = (
-                    _kernel_matrix(pool, test, params[method], out, progress)
-                    if method == "kernel" else _scattering_matrix(pool, test, params[method], progress))
-                store.update(**{f"{method}_matrix": info})
-                tic = time.perf_counter()
-            result = _ridge_trial(matrices[method], pool_size, subset, pool_labels, test_y,
-                                  params[method]["alphas"])
-            rate = store.payload["kernel_matrix"].get("pairs_per_second") if method == "kernel" else None
-            if rate:
-                result["gram_seconds_estimate"] = round(
-                    pool_test_pairs(n, len(test_y), params[method]["flip"]) / rate, 2)
+            result = _ridge_trial(matrices, method, params[method], grids[method], subset,
+                                  pool_labels, test_y)
+            store.update(**{f"{method}_matrices": matrices.info[method]})
+            extra = 0.0
+            if method == "kernel":
+                result.update(_kernel_costs(result, params[method], n, len(test_y),
+                                            _rate(matrices.info["kernel"])))
+                extra = result.get("gram_seconds_estimate", 0.0)
+            else:
+                info = matrices.info["scattering"]
+                seconds = sum(i["seconds"] for i in info.values()) / max(len(info), 1)
+                extra = result["feature_seconds_estimate"] = round(
+                    seconds * (n + len(test_y)) / (pool_size + len(test_y)), 3)
         else:
-            model = make_estimator(method, params[method], n, random_state=seed)
-            model.fit(pool[subset], pool_labels[subset])
-            result = {"accuracy": float(np.mean(model.predict(test) == test_y))}
+            model, _, selection, fit_seconds = select_and_fit(
+                method, params[method], grids[method], pool[subset], pool_labels[subset],
+                seed=seed, fraction=config.holdout_fraction)
+            tic = time.perf_counter()
+            predictions = model.predict(test)
+            result = {"accuracy": float(np.mean(predictions == test_y)), "selection": selection,
+                      "fit_seconds": round(fit_seconds, 3),
+                      "predict_seconds": round(time.perf_counter() - tic, 3)}
+            extra = 0.0
+        cost = result["fit_seconds"] + result["predict_seconds"] + extra
         store.add({"method": method, "n": n, "trial": trial, "seed": seed,
-                   "seconds": round(time.perf_counter() - tic, 3), **result})
+                   "seconds": round(cost, 3), "cost_seconds": round(cost, 3),
+                   "selection_seconds": result["selection"]["seconds"], **result})
     return write_outputs(store, out)
 
 
 def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
-    """Summary, Markdown table and plot of a small-data store or payload (complete or partial)."""
+    """Summary, Markdown tables and plots of a small-data store or payload (complete or partial)."""
     out = pathlib.Path(out)
     payload = write_results(source, out / f"{NAME}.json",
                             lambda p: {"summary": summarize(p["records"])})
@@ -204,19 +325,25 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     methods = markdown_table(["method", "configuration"],
                              [[m, payload["methods"][m]] for m in dict.fromkeys(
                                  r["method"] for r in summary)])
-    matrix = payload.get("kernel_matrix")
-    cost = "" if not matrix else (
-        f"\nShared kernel matrix (pool {config['pool_size']} + test {config['test_size']}): "
-        f"{matrix['pairs']:,} distinct pairs; {matrix['evaluations']:,} kernel evaluations "
-        f"computed in {matrix['seconds']:.0f} s ({matrix['pairs_per_second']} per second).\n")
-    text = (f"# Small-data regime: {payload.get('data', '')}\n\n"
+    matrices = payload.get("kernel_matrices") or {}
+    cost = "" if not matrices else (
+        f"\nShared kernel matrices (pool {config['pool_size']} + test {config['test_size']}), "
+        "per grid point: " + "; ".join(
+            f"{name}: {info['pairs']:,} pairs, {info['evaluations']:,} evaluations in "
+            f"{info['seconds']:.0f} s" for name, info in matrices.items()) + ".\n")
+    title = f"Small-data regime: {payload.get('data', '')}"
+    text = (f"# {title}\n\n"
             f"Class-balanced training sets drawn from a pool of {config['pool_size']} images, "
             f"fixed test set of {config['test_size']} images; test accuracy in percent, mean ± "
             "sample standard deviation over trials (number of trials in parentheses), and "
-            "seconds per trial.\n\n" + accuracy_table(summary) + "\n" + methods + cost +
+            "cost seconds per trial (fit + predict, see the notes).\n\n" + accuracy_table(summary)
+            + "\n## Hyperparameter selection (training data only)\n\n"
+            + selection_table(payload["records"]) + "\n" + methods + cost +
             "\n" + "\n".join(f"- {note}" for note in payload["notes"]) + "\n"
             f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
     (out / f"{NAME}.md").write_text(text)
-    plot_accuracy_vs_n(summary, out / f"{NAME}.png",
-                       title=f"Small-data regime: {payload.get('data', '')}")
+    plot_accuracy_vs_n(summary, out / f"{NAME}.png", title=title)
+    plot_accuracy_vs_cost(summary, out / f"{NAME}_cost.png", chance=1 / payload.get("num_classes", 10),
+                          title=f"{title}; pool {config['pool_size']}, test {config['test_size']}")
     return payload
+
