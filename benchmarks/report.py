@@ -216,28 +216,6 @@ def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0:
     return _save(fig, path)
 
 
-def plot_full_data(records: list[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
-    """PNG of a full-data run: left, test accuracy against the training images each method reached
-    within its budget (log x); right, each method's projected time for the full data set (log)."""
-    fig = Figure(figsize=(9.6, 4.0), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for i, r in enumerate(records):
-        left.scatter(r["n_train"], 100 * r["accuracy"], color=f"C{i % 10}", zorder=3,
-                     label=r["method"])
-    left.set_xscale("log")
-    left.set_xlabel("training images reached within the budget")
-    left.set_ylabel("test accuracy (%)")
-    left.grid(True, alpha=0.3)
-    left.legend(fontsize="small")
-    hours = [r["full_projected_seconds"] / 3600 for r in records]
-    right.barh([r["method"] for r in records], hours, color=[f"C{i % 10}" for i in range(len(records))])
-    right.set_xscale("log")
-    right.set_xlabel("projected hours for the full data set (this machine)")
-    right.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(textwrap.fill(title, 100), fontsize="medium")
-    return _save(fig, path)
-
-
 def _save(fig, path) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

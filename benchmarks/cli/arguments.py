@@ -11,6 +11,7 @@ import pathlib
 from ...kernels._shared.defaults import EXPERIMENT_PARAMS
 from ..datasets import load_npz_images, resolve_data
 from ..experiments.methods import METHODS, all_params
+from ..experiments.selection import default_grids
 
 #: the exact CIFAR-10 subset (train.npz, test.npz), relative to the data folder
 #: (:func:`~tangentless.benchmarks.datasets.resolve_data`)
@@ -123,6 +124,30 @@ def method_settings(args, base: dict | None = None) -> dict:
         return all_params(overrides)
     except ValueError as err:
         args.parser.error(f"--set: {err}")
+
+
+def grid_setting(text: str) -> tuple[str, str, list]:
+    """'cnn.lr=[0.03,0.1]' -> ("cnn", "lr", [0.03, 0.1]): a selection grid's values, a JSON list."""
+    method, name, value = setting(text)
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected METHOD.NAME=[VALUE, ...] (a JSON list, e.g. "
+                                         f"cnn.lr=[0.03,0.1]), got {text!r}")
+    return method, name, value
+
+
+def selection_grids(args, methods_run) -> dict:
+    """Per-method selection grids: ``SELECTION_GRIDS``, without every parameter fixed by --set,
+    then the --grid settings (``[]`` removes a parameter from the grid)."""
+    grids = default_grids(methods_run)
+    for method, name, _ in getattr(args, "set", None) or []:
+        grids.get(method, {}).pop(name, None)
+    for method, name, values in getattr(args, "grid", None) or []:
+        if method in grids:
+            if values:
+                grids[method][name] = values
+            else:
+                grids[method].pop(name, None)
+    return grids
 
 
 def train_test(args) -> tuple[tuple, tuple, str]:

@@ -63,7 +63,7 @@ QUICKSTART: dict = {
                "resnet": {"augment": False, "epochs": 20}},
 }
 
-# --- selection (tangentless.benchmarks.experiments.selection) --------------------------------------
+# --- selection and cost (tangentless.benchmarks.experiments.selection, .full_data) ------------------
 #: the hyperparameter grid each method searches on its training data only (the cartesian product of
 #: the lists; the ridge methods' alphas are searched too, by exact leave-one-out, on top of these):
 #: kernel ZCA bias x flips (each pair is one more kernel matrix of the pool), scattering J, the
@@ -78,3 +78,8 @@ SELECTION_GRIDS: dict = {
 #: the fraction of each class's training images held out to score a grid point (methods without
 #: exact leave-one-out); the chosen values are then refitted on all training images
 SELECTION_HOLDOUT_FRACTION = 0.25
+#: the full-data experiment (accuracy against measured compute): the training-set sizes it measures
+#: and its methods (scattering + ridge, an O(n^3) solve, is left out by default: "istc" is the
+#: scattering model whose cost grows linearly in n)
+FULL_DATA_SIZES: tuple[int, ...] = (250, 500, 1000)
+FULL_DATA_METHODS: tuple[str, ...] = ("kernel", "istc", "cnn", "resnet")
