@@ -271,8 +271,10 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
             "ridge its share of the feature matrix; selection seconds are reported apart",
         ],
     }
-    # the grids enter the checksum only where they are not the defaults (older files resume)
-    checked = resolved if grids == default_grids(config.methods) else {**resolved, "grids": grids}
+    # every method's grid (like every method's params, so that more methods can be added to a
+    # run), in the checksum only where they are not the defaults
+    all_grids = {m: config.grids.get(m, {}) for m in METHODS}
+    checked = resolved if all_grids == default_grids(METHODS) else {**resolved, "grids": all_grids}
     store = ResultStore(out / f"{NAME}.json", ("method", "n", "trial"), header,
                         sha256(checked, train_images, train_labels, test_images, test_labels))
     store.session["request"] = {
