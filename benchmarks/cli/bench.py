@@ -54,7 +54,8 @@ def run_cifar10(args) -> int:
     if args.generalization:
         config = generalization.GeneralizationConfig(
             sizes=args.sizes or GENERALIZATION_SIZES,
-            methods=args.methods or methods(GENERALIZATION_METHODS), seed=args.seed, params=params)
+            methods=args.methods or methods(GENERALIZATION_METHODS), seed=args.seed, params=params,
+            grids=selection_grids(args, METHODS))
         generalization.run(train, test, recollected, config, out,
                            data=f"{name} -> CIFAR-10.1 v6", progress=not args.quiet)
         print((out / "generalization.md").read_text())
@@ -88,7 +89,8 @@ def run_imagenet(args) -> int:
     classes, counts = np.unique(train[1], return_counts=True)
     config = generalization.GeneralizationConfig(
         sizes=args.sizes or (len(classes) * int(counts.min()),), methods=args.methods,
-        seed=args.seed, fit=generalization.IMAGENET_V2_FIT, params=method_settings(args))
+        seed=args.seed, fit=generalization.IMAGENET_V2_FIT, params=method_settings(args),
+        grids=selection_grids(args, METHODS))
     generalization.run(train, val, v2, config, report_folder(args), progress=not args.quiet,
                        data=f"ImageNet ({args.data}, {args.size}x{args.size}) -> ImageNetV2 ({args.v2})")
     print((args.out / "generalization.md").read_text())
@@ -96,7 +98,7 @@ def run_imagenet(args) -> int:
 
 
 def _common_arguments(p, out_default: pathlib.Path, methods_default: str | None,
-                      methods_help: str = "", selects: bool = True) -> None:
+                      methods_help: str = "") -> None:
     p.add_argument("--methods", type=methods,
                    default=None if methods_default is None else methods(methods_default),
                    help=f"comma-separated, among {', '.join(METHODS)} "
@@ -104,13 +106,12 @@ def _common_arguments(p, out_default: pathlib.Path, methods_default: str | None,
     p.add_argument("--set", action="append", type=setting, metavar="METHOD.NAME=VALUE",
                    help=set_help())
     p.add_argument("--seed", type=int, default=0, help="seed of all subsets (default 0)")
-    if selects:
-        p.add_argument("--grid", action="append", type=grid_setting, metavar="METHOD.NAME=[V,...]",
-                       help="the values a parameter's selection searches, on the training images "
-                            "only (repeatable; [] fixes it to its parameter value). Defaults: "
-                            + "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in g.items())
-                                        for m, g in SELECTION_GRIDS.items())
-                            + ". A parameter given with --set is fixed (not searched)")
+    p.add_argument("--grid", action="append", type=grid_setting, metavar="METHOD.NAME=[V,...]",
+                   help="the values a parameter's selection searches, on the training images only "
+                        "(repeatable; [] fixes it to its parameter value). Defaults: "
+                        + "; ".join(f"{m}: " + ", ".join(f"{k} {v}" for k, v in g.items())
+                                    for m, g in SELECTION_GRIDS.items())
+                        + ". A parameter given with --set is fixed (not searched)")
     p.add_argument("--out", type=pathlib.Path, default=out_default,
                    help=f"report folder; a rerun with the same settings resumes there "
                         f"(default {out_default})")
@@ -203,5 +204,5 @@ def add_command(subparsers) -> None:
                    help="images from each test folder (default 2000)")
     i.add_argument("--sizes", type=positive_ints,
                    help="training-set sizes, multiples of the number of classes (default: all loaded)")
-    _common_arguments(i, pathlib.Path("results-imagenet"), "scattering,kernel", selects=False)
+    _common_arguments(i, pathlib.Path("results-imagenet"), "scattering,kernel")
     i.set_defaults(run=run_imagenet, parser=i)

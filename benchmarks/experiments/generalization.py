@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
-from ..report import markdown_table, percent, plot_robustness
-from .methods import METHODS, all_params, describe, make_estimator
+from ..report import markdown_table, percent, plot_robustness, selection_table
+from .methods import METHODS, all_params, describe
+from .selection import default_grids, select_and_fit
 from .store import ResultStore, write_results
 
 NAME = "generalization"
@@ -75,12 +76,15 @@ def analyze(models: list[dict], fit: dict | None = None) -> dict:
 class GeneralizationConfig:
     """sizes: training-set sizes n (class-balanced, one model per method and n); methods: among
     ``METHODS``; fit: a given logit fit ``{"b1", "b0", "source"}`` or None to fit over the models
-    evaluated; seed: the training subsets; params: per-method parameters."""
+    evaluated; seed: the training subsets; params: per-method parameters; grids: per-method
+    selection grids, searched on the training images only (default ``SELECTION_GRIDS``; see
+    :mod:`.selection`)."""
     sizes: tuple[int, ...] = (1000,)
     methods: tuple[str, ...] = METHODS
     fit: dict | None = None
     seed: int = 0
     params: dict = dataclasses.field(default_factory=all_params)
+    grids: dict = dataclasses.field(default_factory=lambda: default_grids(METHODS))
 
 
 def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.ndarray],
@@ -96,24 +100,26 @@ def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.nda
         raise ValueError("fitting the logit line needs at least 2 models (methods x sizes); add "
                          "methods or sizes, or pass a given fit")
     params = {m: config.params[m] for m in METHODS}
+    grids = {m: config.grids.get(m, {}) for m in METHODS}
     header = {"experiment": NAME, "data": data, "config": dataclasses.asdict(config),
               "methods": {m: describe(m, params[m]) for m in config.methods},
               "test_sizes": {"original": len(original[1]), "recollected": len(recollected[1])}}
     store = ResultStore(out / f"{NAME}.json", ("method", "n"), header,
-                        sha256({"params": params, "seed": config.seed}, *train, *original,
-                                 *recollected))
+                        sha256({"params": params, "seed": config.seed, "grids": grids}, *train,
+                               *original, *recollected))
     jobs = [(m, n) for n in config.sizes for m in config.methods if not store.done(method=m, n=n)]
     for method, n in tqdm(jobs, desc="generalization models", disable=not progress):
         subset = balanced_subset(train[1], n, seed=config.seed)
-        model = make_estimator(method, params[method], n, random_state=config.seed)
+        model, _, selection, fit_seconds = select_and_fit(
+            method, params[method], grids[method], train[0][subset], train[1][subset],
+            seed=config.seed)
         tic = time.perf_counter()
-        model.fit(train[0][subset], train[1][subset])
-        fit_seconds = time.perf_counter() - tic
         accuracy = {name: float(np.mean(model.predict(images) == labels))
                     for name, (images, labels) in (("orig", original), ("new", recollected))}
         store.add({"method": method, "n": n, "name": f"{method} (n={n})", **accuracy,
                    "fit_seconds": round(fit_seconds, 3),
-                   "predict_seconds": round(time.perf_counter() - tic - fit_seconds, 3)})
+                   "predict_seconds": round(time.perf_counter() - tic, 3),
+                   "selection_seconds": selection["seconds"], "selection": selection})
     return write_outputs(store, out)
 
 
@@ -132,6 +138,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             "original - new; effective robustness rho = new - sigmoid(b1 logit(original) + b0) "
             f"with b1 = {fit['b1']:.4f}, b0 = {fit['b0']:.4f} ({fit['source']}).\n\n"
             + markdown_table(["model", "original", "re-collected", "drop", "rho", "fit s"], rows)
+            + "\n## Hyperparameter selection (training data only)\n\n"
+            + selection_table([r for r in payload["records"] if "selection" in r])
             + "\n" + markdown_table(["method", "configuration"],
                                     [[m, d] for m, d in payload["methods"].items()]))
     (out / f"{NAME}.md").write_text(text)
