@@ -77,7 +77,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
     the kernel was computed in (e.g. 1e-5 for float32 stages stored as float64).
 
     Attributes: classes_; coef_ (n, c), or (n_centers, c) on centers_ (indices; None otherwise);
-    offset_ (c,); alpha_; solver_ (the one used); backend_ (the one used); psd_tol_
+    offset_ (c,); alpha_; solver_ (the one used); backend_ (the one used); psd_rtol_
     (the psd_rtol used);
     selection_ ("loo", "holdout", or None for a single alpha fitted without one); cv_scores_
     (accuracy for every alpha, LOO or holdout; or None); loo_score_ (LOO accuracy at alpha_, or
@@ -127,9 +127,9 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def _solve(self, solver: str, k: np.ndarray, targets: np.ndarray, alpha: float):
         """Coefficients for one alpha, and the center indices they sit on (None: all points)."""
-        params = dict(self.solver_params or {}, backend=self.backend_, psd_rtol=self.psd_tol_)
+        params = dict(self.solver_params or {}, backend=self.backend_, psd_rtol=self.psd_rtol_)
         if solver == "eigen":
-            return eigen_path(k, targets, alpha, psd_rtol=self.psd_tol_,
+            return eigen_path(k, targets, alpha, psd_rtol=self.psd_rtol_,
                               backend=self.backend_).coef[0], None
         if solver == "cholesky":
             return solve_cholesky(k, targets, alpha, **params), None
@@ -154,7 +154,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         targets, offset = _one_hot(labels[fit_idx], n_classes, self.center)
         k_fit, k_held = k[np.ix_(fit_idx, fit_idx)], k[np.ix_(held_idx, fit_idx)]
         if solver == "eigen":
-            path = eigen_path(k_fit, targets, alphas, psd_rtol=self.psd_tol_,
+            path = eigen_path(k_fit, targets, alphas, psd_rtol=self.psd_rtol_,
                               backend=self.backend_)
             fits = [(coef, None) for coef in path.coef]
         else:
@@ -168,7 +168,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit on the (n, n) training kernel X = K_train and labels y (n,)."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
-        self.psd_tol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
+        self.psd_rtol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
                          else check_psd_rtol(self.psd_rtol))
         k = check_kernel(k, "K_train")
         check_classification_targets(y)
@@ -186,7 +186,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         if loo and (alphas.size > 1 or self.solver_ == "eigen"):
             self.selection_ = "loo"
             self.path_ = eigen_path(k, targets, alphas, labels=labels, offset=self.offset_,
-                                    psd_rtol=self.psd_tol_, backend=self.backend_)
+                                    psd_rtol=self.psd_rtol_, backend=self.backend_)
             best = _best(self.path_.loo_accuracy, self.path_.loo_mse)
             self.alpha_, self.cv_scores_ = float(alphas[best]), self.path_.loo_accuracy
             self.loo_score_ = float(self.cv_scores_[best])
@@ -210,7 +210,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return {**params, "alphas": alphas_from_json(params["alphas"])}
 
     def _fitted_state(self) -> tuple[dict, dict]:
-        meta = {"psd_tol": self.psd_tol_, "solver": self.solver_, "backend": self.backend_,
+        meta = {"psd_rtol": self.psd_rtol_, "solver": self.solver_, "backend": self.backend_,
                 "selection": self.selection_, "alpha": self.alpha_, "loo_score": self.loo_score_,
                 "n_features_in": self.n_features_in_, "has_path": self.path_ is not None}
         optional = {"cv_scores": self.cv_scores_, "centers": self.centers_}
@@ -221,7 +221,7 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
                       **{name: a for name, a in optional.items() if a is not None}}
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
-        self.psd_tol_ = stored_number(meta, "psd_tol", minimum=0, below=1)
+        self.psd_rtol_ = stored_number(meta, "psd_rtol", minimum=0, below=1)
         self.solver_ = stored_choice(meta, "solver", SOLVERS[1:])
         self.backend_ = stored_choice(meta, "backend", BACKENDS)
         self.selection_ = stored_choice(meta, "selection", (*SELECTIONS, None))

@@ -402,7 +402,7 @@ def test_holdout_cholesky_follows_psd_rtol(tmp_path):
     with pytest.raises(NotPositiveDefiniteError, match="psd_rtol"):
         KernelRidgeClassifier(**options).fit(k, labels)
     model = KernelRidgeClassifier(psd_rtol=1e-5, **options).fit(k, labels)
-    assert model.psd_tol_ == 1e-5
+    assert model.psd_rtol_ == 1e-5
     loaded = KernelRidgeClassifier.load(model.save(tmp_path / "m.npz"))
     assert loaded.psd_rtol == 1e-5
     np.testing.assert_array_equal(loaded.predict(k), model.predict(k))

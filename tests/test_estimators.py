@@ -107,8 +107,8 @@ def test_single_alpha_needs_no_selection(small):
 
 def test_float32_kernels_get_the_single_precision_tolerance(small):
     k, y = small
-    assert KernelRidgeClassifier().fit(k.astype(np.float32), y).psd_tol_ == 1e-5
-    assert KernelRidgeClassifier().fit(k, y).psd_tol_ == 1e-8
+    assert KernelRidgeClassifier().fit(k.astype(np.float32), y).psd_rtol_ == 1e-5
+    assert KernelRidgeClassifier().fit(k, y).psd_rtol_ == 1e-8
 
 
 def test_binary_string_labels(small):

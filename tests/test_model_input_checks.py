@@ -60,7 +60,7 @@ def test_kernel_classifier_refuses_pixels_of_another_dtype(kernel_model):
 def test_kernel_classifier_passes_its_spec_precision_to_the_solvers(kernel_model):
     model, _ = kernel_model
     assert model.spec_.psd_rtol == 1e-5  # mixed precision: float32 stages
-    assert model.ridge_.psd_rtol == model.ridge_.psd_tol_ == 1e-5
+    assert model.ridge_.psd_rtol == model.ridge_.psd_rtol_ == 1e-5
 
 
 def _tamper(path, edit_record=None, edit_arrays=None):
