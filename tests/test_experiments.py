@@ -352,6 +352,23 @@ def test_bench_small_data_command(digits_files, capsys):
 
 
 @pytest.mark.slow
+def test_bench_cifar10_measures_accuracy_against_compute(digits_files, capsys):
+    out = digits_files / "cost"
+    assert _run(["bench", "cifar10", "--data", str(digits_files), "--sizes", "20,40",
+                 "--test-size", "50", "--methods", "istc", "--set", "istc.J=1",
+                 "--set", "istc.projection=16", "--set", "istc.dictionary_size=32",
+                 "--set", "istc.epochs=1", "--set", "istc.min_steps=2",
+                 "--grid", "istc.lr=[0.01,0.03]",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "Projection to 50,000 training" in capsys.readouterr().out
+    payload = json.loads((out / "full_data.json").read_text())
+    assert [(r["method"], r["n"]) for r in payload["records"]] == [("istc", 20), ("istc", 40)]
+    projection = payload["projection"]["istc"]
+    assert projection["from_n"] == 40 and "epochs x N" in projection["assumption"]
+    assert all(r["selection"]["grid"] == {"lr": [0.01, 0.03]} for r in payload["records"])
+
+
+@pytest.mark.slow
 def test_quickstart_writes_its_report(tmp_path, monkeypatch, capsys):
     tiny = {**models.QUICKSTART, "train": 100, "test": 100,
             "params": {**TINY, "kernel": {"flip": False}}}

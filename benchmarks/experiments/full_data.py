@@ -16,7 +16,8 @@ Projection (N training and T test images, from the record at the method's larges
   + T x (measured predict seconds per image); epochs(N) = ``network_epochs`` of the chosen
   epochs (min_steps no longer binds at large N).
 The projection is of one fit at the chosen hyperparameters; the selection's search multiplies it
-by at most the grid size (reported). It uses the methods' configured (reduced) budgets, e.g. the
+by at most the grid size (reported). Fixed costs at the measured n (e.g. compilation) are counted
+as if they grew with n: measured at small n the projection is an overestimate. It uses the methods' configured (reduced) budgets, e.g. the
 networks' widths, which the report states; the published recipes cost more.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ...kernels._shared.defaults import (FULL_DATA_METHODS, FULL_DATA_SIZES,
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
 from ..report import format_seconds, markdown_table, plot_accuracy_vs_cost, selection_table, summarize
-from .gram_cache import pool_test_pairs
+from .gram_cache import pool_test_pairs, selection_pairs
 from .methods import SGD_METHODS, all_params, describe, network_epochs
 from .selection import check_grid, default_grids, select_and_fit
 from .store import ResultStore, write_results
@@ -154,6 +155,7 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
                   "selection_seconds": selection["seconds"], "selection": selection}
         if method == "kernel":
             record["pairs"] = pool_test_pairs(n, len(test_labels), chosen["flip"])
+            record["selection_pairs"] = selection_pairs(selection, n, params[method]["flip"])
         store.add(record)
     return write_outputs(store, out)
 
@@ -195,9 +197,11 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + selection_table(payload["records"])
             + f"\n## Projection to {full[0]:,} training and {full[1]:,} test images\n\n"
             + "One fit + predict at the chosen hyperparameters, from the measurement at the largest "
-              "n (the selection search costs up to its grid size times more).\n\n"
+              "n (the selection search costs up to its grid size times more; fixed costs such as "
+              "compilation are scaled with n, so a projection from a small n overestimates).\n\n"
             + markdown_table(["method", "from n", "projected", "assumption"], projected)
-            + "\n" + markdown_table(["method", "configuration (reduced budget)"],
+            + "\n" + markdown_table(["method", "configuration (reduced budget; the selected values "
+                                              "replace these: see the selection table)"],
                                     [[m, d] for m, d in payload["methods"].items()])
             + f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
     (out / f"{NAME}.md").write_text(text)

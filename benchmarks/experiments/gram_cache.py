@@ -15,6 +15,14 @@ def pool_test_pairs(pool: int, test: int, flip: bool) -> int:
     return (pool * (pool + 1) // 2 + test * pool) * (2 if flip else 1)
 
 
+def selection_pairs(selection: dict, n: int, flip: bool) -> int:
+    """Distinct kernel evaluations of the training kernels a selection record
+    (:mod:`.selection`) scored, n (n + 1) / 2 per grid point, twice where the point (or else
+    ``flip``) has flips."""
+    points = selection["scores"] or [{}]
+    return sum(n * (n + 1) // 2 * (2 if p.get("flip", flip) else 1) for p in points)
+
+
 def _seconds(run: dict) -> float:
     start, end = (datetime.datetime.fromisoformat(run[key]) for key in ("started", "finished"))
     return (end - start).total_seconds()

@@ -59,7 +59,7 @@ from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_
 from ..datasets import balanced_subset
 from ..report import (accuracy_table, markdown_table, plot_accuracy_vs_cost, plot_accuracy_vs_n,
                       selection_table, summarize)
-from .gram_cache import gram_block, pool_test_pairs, stores_cost
+from .gram_cache import gram_block, pool_test_pairs, selection_pairs, stores_cost
 from .methods import METHODS, all_params, describe, kernel_spec
 from .selection import check_grid, default_grids, grid_points, ridge_selection, select_and_fit
 from .store import ResultStore, write_results
@@ -210,14 +210,12 @@ def _ridge_trial(matrices: _SharedMatrices, method: str, params: dict, grid: dic
 def _kernel_costs(result: dict, params: dict, n: int, test: int, rate: float | None) -> dict:
     """The kernel trial's own pairs (train + test at the chosen flip), the pairs of its selection's
     training kernels over the grid, and their seconds at the measured ``rate``."""
-    flip = result["selection"]["chosen"].get("flip", params["flip"])
-    flips = [p.get("flip", params["flip"]) for p in result["selection"]["scores"]] or [flip]
-    pairs = pool_test_pairs(n, test, flip)
-    selection_pairs = sum(n * (n + 1) // 2 * (2 if f else 1) for f in flips)
-    costs = {"pairs": pairs, "selection_pairs": selection_pairs}
+    pairs = pool_test_pairs(n, test, result["selection"]["chosen"].get("flip", params["flip"]))
+    searched = selection_pairs(result["selection"], n, params["flip"])
+    costs = {"pairs": pairs, "selection_pairs": searched}
     if rate:
         costs["gram_seconds_estimate"] = round(pairs / rate, 3)
-        costs["selection_gram_seconds_estimate"] = round(selection_pairs / rate, 3)
+        costs["selection_gram_seconds_estimate"] = round(searched / rate, 3)
     return costs
 
 
@@ -324,7 +322,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
                             lambda p: {"summary": summarize(p["records"])})
     summary = payload["summary"]
     config = payload["config"]
-    methods = markdown_table(["method", "configuration"],
+    methods = markdown_table(["method", "configuration (the selected values replace these: "
+                              "see the selection table)"],
                              [[m, payload["methods"][m]] for m in dict.fromkeys(
                                  r["method"] for r in summary)])
     matrices = payload.get("kernel_matrices") or {}
