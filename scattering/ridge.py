@@ -13,7 +13,7 @@ from ..kernels._shared.nested import child_state, restore_child
 from ..kernels._shared.persist import Persistent, stored_array, stored_shape
 from ..kernels._shared.standardize import fit_standardization
 from ..solvers import KernelRidgeClassifier
-from ..solvers.estimators import alphas_from_json, alphas_to_json
+from ..solvers.estimators import AlphaGridParams
 from .frontend import scatter
 
 __all__ = ["ScatteringRidgeClassifier", "feature_standardization", "rbf_kernel", "scattering_rows"]
@@ -42,7 +42,7 @@ def rbf_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.exp(-np.maximum(2.0 - 2.0 * (a @ b.T), 0.0))
 
 
-class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
+class ScatteringRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEstimator):
     """Scattering (J) -> standardization (fitted on the training images) -> unit-norm rows ->
     RBF kernel ridge with alpha by exact leave-one-out. Images (N, H, W, C), H and W multiples of
     2^J; uint8 images are scaled to [0, 1]. Keeps the training rows (N, H W C K / 4^J) float64.
@@ -81,13 +81,6 @@ class ScatteringRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
         check_fitted_images(images, self.image_shape_, self.input_dtype_)
         rows = scattering_rows(self._features(images), self.standardization_)
         return self.ridge_.predict(rbf_kernel(rows, self.train_rows_))
-
-    def _params_to_json(self) -> dict:
-        return {**self.get_params(deep=False), "alphas": alphas_to_json(self.alphas)}
-
-    @classmethod
-    def _params_from_json(cls, params: dict) -> dict:
-        return {**params, "alphas": alphas_from_json(params["alphas"])}
 
     def _fitted_state(self) -> tuple[dict, dict]:
         meta, arrays = child_state("ridge_", self.ridge_)

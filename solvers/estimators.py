@@ -50,7 +50,19 @@ def alphas_from_json(alphas) -> float | tuple[float, ...]:
     return tuple(alphas) if isinstance(alphas, list) else alphas
 
 
-class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
+class AlphaGridParams:
+    """Persistence of an estimator whose ``alphas`` parameter is a number, sequence or array:
+    saved as JSON numbers (:func:`alphas_to_json`), read back as a float or a tuple."""
+
+    def _params_to_json(self) -> dict:
+        return {**self.get_params(deep=False), "alphas": alphas_to_json(self.alphas)}
+
+    @classmethod
+    def _params_from_json(cls, params: dict) -> dict:
+        return {**params, "alphas": alphas_from_json(params["alphas"])}
+
+
+class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEstimator):
     """One-vs-all kernel ridge regression on one-hot labels, with alpha chosen on training data.
 
     ``fit(K_train, y)`` takes the (n, n) training kernel; ``predict(K_test)`` and
@@ -201,13 +213,6 @@ class KernelRidgeClassifier(Persistent, ClassifierMixin, BaseEstimator):
             self.alpha_ = float(alphas[0])
         self.coef_, self.centers_ = self._solve(self.solver_, k, targets, self.alpha_)
         return self
-
-    def _params_to_json(self) -> dict:
-        return {**self.get_params(deep=False), "alphas": alphas_to_json(self.alphas)}
-
-    @classmethod
-    def _params_from_json(cls, params: dict) -> dict:
-        return {**params, "alphas": alphas_from_json(params["alphas"])}
 
     def _fitted_state(self) -> tuple[dict, dict]:
         meta = {"psd_rtol": self.psd_rtol_, "solver": self.solver_, "backend": self.backend_,
