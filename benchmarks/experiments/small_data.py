@@ -61,7 +61,7 @@ from ..report import (accuracy_table, markdown_table, plot_accuracy_vs_cost, plo
                       selection_table, summarize)
 from .gram_cache import gram_block, pool_test_pairs, selection_pairs, stores_cost
 from .methods import METHODS, all_params, describe, kernel_spec
-from .selection import check_grid, default_grids, grid_points, ridge_selection, select_and_fit
+from .selection import check_grid, default_grids, ridge_selection, select_and_fit
 from .store import ResultStore, write_results
 
 NAME = "small_data"
@@ -269,12 +269,12 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
             "ridge its share of the feature matrix; selection seconds are reported apart",
         ],
     }
-    # every method's grid (like every method's params, so that more methods can be added to a
-    # run), in the checksum only where they are not the defaults
+    # every method's grid, like every method's params (so that methods can be added to a run);
+    # a results file of the protocol before selection (no grids) is refused, not mixed in
     all_grids = {m: config.grids.get(m, {}) for m in METHODS}
-    checked = resolved if all_grids == default_grids(METHODS) else {**resolved, "grids": all_grids}
     store = ResultStore(out / f"{NAME}.json", ("method", "n", "trial"), header,
-                        sha256(checked, train_images, train_labels, test_images, test_labels))
+                        sha256({**resolved, "grids": all_grids, "holdout": config.holdout_fraction},
+                               train_images, train_labels, test_images, test_labels))
     store.session["request"] = {
         "sizes": list(config.sizes), "methods": list(config.methods),
         "trials": [config.trials_for(n) for n in config.sizes], "grids": grids}
