@@ -232,7 +232,7 @@ def test_generalization_run_fits_the_logit_line_over_its_models(tmp_path, digits
 # --- models on disk -------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["kernel", "scattering", "cnn"])
+@pytest.mark.parametrize("method", ["kernel", "scattering", "cnn", "istc"])
 def test_saved_models_predict_like_the_fitted_ones(tmp_path, digits, method):
     train_x, train_y, test_x, _ = digits
     params = all_params(TINY)[method]
