@@ -176,14 +176,20 @@ def test_full_data_measures_cost_and_projects_it(tmp_path, digits):
     params = all_params(TINY)
     kernel = {"n_train": 40, "n_test": 100, "fit_seconds": 1.0, "predict_seconds": 1.0,
               "pairs": full_data.pool_test_pairs(40, 100, False), "selection": {"chosen": {"flip": False}}}
-    projected = full_data.project("kernel", params["kernel"], kernel, (400, 100), eigh_c=0.0)
+    projected = full_data.project("kernel", params["kernel"], [kernel], (400, 100), eigh_c=0.0)
     assert projected["seconds"] == pytest.approx(2.0 * (400 * 401 / 2 + 100 * 400) / (40 * 41 / 2 + 4000))
-    assert "pairs" in projected["assumption"] and projected["from_n"] == 40
+    assert "pairs" in projected["assumption"] and projected["from_n"] == [40]
     network = {"n_train": 100, "n_test": 50, "fit_seconds": 2.0, "predict_seconds": 0.5,
                "selection": {"chosen": {"epochs": 1}}}
     # epochs at n = 100: max(1, ceil(2 min_steps / 4 steps per epoch)) = 1; at 1,000 still 1
-    projected = full_data.project("cnn", params["cnn"], network, (1000, 500), eigh_c=0.0)
+    projected = full_data.project("cnn", params["cnn"], [network], (1000, 500), eigh_c=0.0)
     assert projected["seconds"] == pytest.approx(1000 * 2.0 / 100 + 500 * 0.5 / 50)
+    # two sizes: the slope, so that a fixed cost (here 1 s) cancels
+    smaller = {**network, "n_train": 50, "fit_seconds": 1.0 + 50 * 0.01}
+    larger = {**network, "fit_seconds": 1.0 + 100 * 0.01}
+    projected = full_data.project("cnn", params["cnn"], [larger, smaller], (1000, 500), eigh_c=0.0)
+    assert projected["seconds"] == pytest.approx(1000 * 0.01 + 500 * 0.5 / 50)
+    assert projected["from_n"] == [50, 100] and "slope" in projected["assumption"]
     train_x, train_y, test_x, test_y = digits
     config = full_data.FullDataConfig(sizes=(20, 40), methods=("scattering", "istc"), test_size=50,
                                       full=(50_000, 10_000), params=params,
@@ -196,7 +202,7 @@ def test_full_data_measures_cost_and_projects_it(tmp_path, digits):
         assert record["fit_seconds"] > 0 and record["predict_seconds"] > 0
         assert record["selection"]["grid_size"] == (8 if record["method"] == "scattering" else 2)
     assert set(payload["projection"]) == {"scattering", "istc"}
-    assert all(p["from_n"] == 40 and p["seconds"] > 0 for p in payload["projection"].values())
+    assert all(p["from_n"] == [20, 40] and p["seconds"] > 0 for p in payload["projection"].values())
     text = (tmp_path / "full_data.md").read_text()
     assert "Projection to 50,000 training" in text and "hold-out 0.25" in text
     assert (tmp_path / "full_data.png").read_bytes()[:8] == PNG
@@ -364,7 +370,7 @@ def test_bench_cifar10_measures_accuracy_against_compute(digits_files, capsys):
     payload = json.loads((out / "full_data.json").read_text())
     assert [(r["method"], r["n"]) for r in payload["records"]] == [("istc", 20), ("istc", 40)]
     projection = payload["projection"]["istc"]
-    assert projection["from_n"] == 40 and "epochs x N" in projection["assumption"]
+    assert projection["from_n"] == [20, 40] and "epochs x N" in projection["assumption"]
     assert all(r["selection"]["grid"] == {"lr": [0.01, 0.03]} for r in payload["records"])
 
 

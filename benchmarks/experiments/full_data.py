@@ -5,9 +5,11 @@ machine (and, for the kernel, the pairs it computed); and a projection of each m
 the full data set (default CIFAR-10: 50,000 training and 10,000 test images) from those
 measurements, with its assumptions written into the report.
 
-Projection (N training and T test images, from the record at the method's largest measured n):
-- kernel: pool_test_pairs(N, T, flip) x (measured seconds per pair) + c N^3. Seconds per pair =
-  (fit + predict seconds - c n^3) / pairs(n); c = eigh(m) / m^3 from one timed symmetric
+Projection (N training and T test images, from the method's records; "measured seconds per
+unit" is the slope between its smallest and largest n, so that fixed costs such as compilation
+cancel, or with one size the ratio there, which overestimates):
+- kernel: pool_test_pairs(N, T, flip) x (measured seconds per pair) + c N^3. Seconds per pair
+  from (fit + predict seconds - c n^3) against pairs(n); c = eigh(m) / m^3 from one timed symmetric
   eigendecomposition at m = 400 (the LOO alpha path; above 20,000 points KernelRidgeClassifier
   switches to Cholesky solves with hold-out selection, and the N x N float64 matrix needs
   N^2 x 8 bytes, 20 GB at 50,000: ignored).
@@ -16,8 +18,7 @@ Projection (N training and T test images, from the record at the method's larges
   + T x (measured predict seconds per image); epochs(N) = ``network_epochs`` of the chosen
   epochs (min_steps no longer binds at large N).
 The projection is of one fit at the chosen hyperparameters; the selection's search multiplies it
-by at most the grid size (reported). Fixed costs at the measured n (e.g. compilation) are counted
-as if they grew with n: measured at small n the projection is an overestimate. It uses the methods' configured (reduced) budgets, e.g. the
+by at most the grid size (reported). It uses the methods' configured (reduced) budgets, e.g. the
 networks' widths, which the report states; the published recipes cost more.
 """
 from __future__ import annotations
@@ -82,35 +83,56 @@ def eigh_constant() -> float:
     return (time.perf_counter() - tic) / EIGH_SIZE ** 3
 
 
-def project(method: str, params: dict, record: dict, full: tuple[int, int], eigh_c: float) -> dict:
+def per_unit(measurements: list[tuple[float, float]]) -> tuple[float, str]:
+    """Seconds per unit of work from (units, seconds) measurements, ordered by size: the slope
+    between the smallest and the largest (fixed costs such as compilation cancel) where the
+    largest has more units and the slope is positive, else seconds / units of the largest; and
+    which of the two it is."""
+    (u0, s0), (u1, s1) = measurements[0], measurements[-1]
+    if u1 > u0 and s1 > s0:
+        return (s1 - s0) / (u1 - u0), "slope between the smallest and the largest n"
+    return max(s1, 0.0) / u1, "ratio at the largest n"
+
+
+def project(method: str, params: dict, records: list[dict], full: tuple[int, int],
+            eigh_c: float) -> dict:
     """The projected seconds of one fit + predict of ``method`` at ``full`` = (N, T) images, from
-    one measured ``record`` (n_train, n_test, fit/predict seconds, chosen values): ``{"seconds",
-    "from_n", "assumption", "constants"}`` (see the module docstring)."""
-    n, t = record["n_train"], record["n_test"]
+    its measured ``records`` (n_train, n_test, fit/predict seconds, chosen values; any order):
+    ``{"seconds", "from_n", "assumption", "constants"}`` (see the module docstring)."""
+    records = sorted(records, key=lambda r: r["n_train"])
     big_n, big_t = full
-    measured = record["fit_seconds"] + record["predict_seconds"]
-    chosen = {**params, **{k: v for k, v in record["selection"]["chosen"].items() if k in params}}
+
+    def chosen(record):
+        return {**params, **{k: v for k, v in record["selection"]["chosen"].items() if k in params}}
+
+    def measured(record):
+        return record["fit_seconds"] + record["predict_seconds"] - eigh_c * record["n_train"] ** 3
+
+    last = records[-1]
     if method == "kernel":
-        per_pair = max(measured - eigh_c * n ** 3, 0.0) / record["pairs"]
-        seconds = pool_test_pairs(big_n, big_t, chosen["flip"]) * per_pair + eigh_c * big_n ** 3
+        rate, how = per_unit([(r["pairs"], measured(r)) for r in records])
+        seconds = pool_test_pairs(big_n, big_t, chosen(last)["flip"]) * rate + eigh_c * big_n ** 3
         assumption = ("kernel pairs (N (N + 1) / 2 + T N, x2 with flips) x measured seconds per "
-                      "pair + ridge eigendecomposition c N^3 (c measured)")
-        constants = {"seconds_per_pair": per_pair, "eigh_c": eigh_c}
+                      f"pair ({how}) + ridge eigendecomposition c N^3 (c measured)")
+        constants = {"seconds_per_pair": rate, "eigh_c": eigh_c}
     elif method in SGD_METHODS:
-        per_image = record["fit_seconds"] / (network_epochs(chosen, n) * n)
-        per_test = record["predict_seconds"] / t
-        seconds = network_epochs(chosen, big_n) * big_n * per_image + big_t * per_test
-        assumption = ("epochs x N x measured fit seconds per training image and epoch + T x "
-                      "measured predict seconds per image")
-        constants = {"seconds_per_image_epoch": per_image, "predict_seconds_per_image": per_test,
-                     "epochs": network_epochs(chosen, big_n)}
+        rate, how = per_unit([(network_epochs(chosen(r), r["n_train"]) * r["n_train"],
+                               r["fit_seconds"]) for r in records])
+        per_test = last["predict_seconds"] / last["n_test"]
+        epochs = network_epochs(chosen(last), big_n)
+        seconds = epochs * big_n * rate + big_t * per_test
+        assumption = (f"epochs x N x measured fit seconds per training image and epoch ({how}) "
+                      "+ T x measured predict seconds per image")
+        constants = {"seconds_per_image_epoch": rate, "predict_seconds_per_image": per_test,
+                     "epochs": epochs}
     else:
-        per_image = max(measured - eigh_c * n ** 3, 0.0) / (n + t)
-        seconds = (big_n + big_t) * per_image + eigh_c * big_n ** 3
-        assumption = ("(N + T) x measured seconds per image of scattering features + ridge "
-                      "eigendecomposition c N^3 (c measured)")
-        constants = {"seconds_per_image": per_image, "eigh_c": eigh_c}
-    return {"seconds": seconds, "from_n": n, "assumption": assumption, "constants": constants}
+        rate, how = per_unit([(r["n_train"] + r["n_test"], measured(r)) for r in records])
+        seconds = (big_n + big_t) * rate + eigh_c * big_n ** 3
+        assumption = ("(N + T) x measured seconds per image of scattering features "
+                      f"({how}) + ridge eigendecomposition c N^3 (c measured)")
+        constants = {"seconds_per_image": rate, "eigh_c": eigh_c}
+    return {"seconds": seconds, "from_n": [r["n_train"] for r in records],
+            "assumption": assumption, "constants": constants}
 
 
 def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
@@ -161,14 +183,13 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
 
 
 def projections(payload: dict) -> dict:
-    """{method: :func:`project` of its record at the largest measured n} of a payload."""
+    """{method: :func:`project` of its records} of a payload."""
     full = tuple(payload["config"]["full"])
-    largest = {}
+    by_method: dict[str, list[dict]] = {}
     for record in payload["records"]:
-        if record["n"] >= largest.get(record["method"], {"n": 0})["n"]:
-            largest[record["method"]] = record
-    return {m: project(m, payload["config"]["params"][m], r, full, payload["eigh_c"])
-            for m, r in largest.items()}
+        by_method.setdefault(record["method"], []).append(record)
+    return {m: project(m, payload["config"]["params"][m], records, full, payload["eigh_c"])
+            for m, records in by_method.items()}
 
 
 def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
@@ -183,7 +204,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
              f"{r['predict_seconds']:.1f}", f"{r['selection_seconds']:.1f}",
              f"{r['pairs']:,}" if "pairs" in r else "-"]
             for r in sorted(payload["records"], key=lambda r: (r["method"], r["n"]))]
-    projected = [[m, p["from_n"], format_seconds(p["seconds"]), p["assumption"]]
+    projected = [[m, ", ".join(map(str, p["from_n"])), format_seconds(p["seconds"]), p["assumption"]]
                  for m, p in payload["projection"].items()]
     title = f"Accuracy against compute: {payload.get('data', '')}"
     text = (f"# {title}\n\n"
@@ -196,9 +217,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + "\n## Hyperparameter selection (training data only)\n\n"
             + selection_table(payload["records"])
             + f"\n## Projection to {full[0]:,} training and {full[1]:,} test images\n\n"
-            + "One fit + predict at the chosen hyperparameters, from the measurement at the largest "
-              "n (the selection search costs up to its grid size times more; fixed costs such as "
-              "compilation are scaled with n, so a projection from a small n overestimates).\n\n"
+            + "One fit + predict at the chosen hyperparameters, from the measurements at the sizes "
+              "given (the selection search costs up to its grid size times more).\n\n"
             + markdown_table(["method", "from n", "projected", "assumption"], projected)
             + "\n" + markdown_table(["method", "configuration (reduced budget; the selected values "
                                               "replace these: see the selection table)"],
