@@ -52,8 +52,6 @@ EXPERIMENT_PARAMS: dict = {
 SMALL_DATA_SIZES: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640, 1280)
 SMALL_DATA_TRIALS = 20
 SMALL_DATA_PARAMS: dict = {"kernel": {"zca_bias": 1e-2}}
-#: the full-data experiment's time budget per method (fit + predict), seconds
-FULL_DATA_BUDGET_SECONDS = 600.0
 #: the quickstart: 600 class-balanced training and 600 class-balanced test digits
 QUICKSTART: dict = {
     "train": 600, "test": 600, "seed": 0, "methods": ("kernel", "scattering", "cnn", "resnet"),
