@@ -87,6 +87,15 @@ def psd_advice(psd_rtol: float, *, jitter: bool = False) -> str:
             f"(or more), or {remedy}")
 
 
+def singular_or_advice(alpha: float, lo: float, hi: float, psd_rtol: float, subject: str = "K") -> str:
+    """What to do about a matrix ``subject`` (extreme eigenvalues ``lo``, ``hi``) whose
+    ``subject + alpha I`` could not be factored: at alpha = 0 within the tolerance it is singular
+    (use alpha > 0), otherwise :func:`psd_advice`."""
+    if alpha == 0 and within_tolerance(lo, hi, psd_rtol):
+        return f"{subject} is PSD within psd_rtol={psd_rtol:g} but singular: use alpha > 0"
+    return psd_advice(psd_rtol)
+
+
 def not_psd_error(what: str, lo: float, hi: float, psd_rtol: float, *, jitter: bool = False,
                   property: str = "positive definite") -> NotPositiveDefiniteError:
     """The error for a matrix ``what`` with extreme eigenvalues ``lo``, ``hi`` beyond

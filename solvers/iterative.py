@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ._backend import use_backend
 from ._cg import NegativeCurvature, batched_cg
 from ._checks import check_alpha, check_targets
-from ._psd import (NotPositiveDefiniteError, check_psd_rtol, not_psd_error, psd_advice,
+from ._psd import (NotPositiveDefiniteError, check_psd_rtol, not_psd_error, singular_or_advice,
                    smallest_eigenvalue, within_tolerance)
 from .blocks import BlockSource, as_block_source, row_blocks
 
@@ -95,10 +95,7 @@ def _block_factor(ops, k_bb, alpha: float, shift: float, b: slice, psd_rtol: flo
             return factor, shift
     report = (f"{where} + alpha I is not positive definite (alpha={alpha:g}): the smallest "
               f"eigenvalue of {where} is {smallest_eigenvalue(lo, hi)}")
-    if alpha == 0 and within_tolerance(lo, hi, psd_rtol):
-        raise NotPositiveDefiniteError(f"{report}; it is PSD within psd_rtol={psd_rtol:g} but "
-                                       "singular: use alpha > 0")
-    raise NotPositiveDefiniteError(f"{report}; {psd_advice(psd_rtol)}")
+    raise NotPositiveDefiniteError(f"{report}; {singular_or_advice(alpha, lo, hi, psd_rtol, 'it')}")
 
 
 def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: float = 1e-6,
@@ -278,10 +275,7 @@ def _negative_curvature_error(alpha: float, lo: float, largest: float, psd_rtol:
              if largest > 0 else f"; K's largest eigenvalue is ~{largest:.3e}")
     where = (f"pcg: K + alpha I (alpha={alpha:g}) is not positive definite: along a CG "
              f"direction p, p^T K p / p^T p = {lo:.3e}{ratio}")
-    if alpha == 0 and within_tolerance(lo, largest, psd_rtol):
-        return NotPositiveDefiniteError(f"{where}; K is PSD within psd_rtol={psd_rtol:g} but "
-                                        "singular: use alpha > 0")
-    return NotPositiveDefiniteError(f"{where}; {psd_advice(psd_rtol)}")
+    return NotPositiveDefiniteError(f"{where}; {singular_or_advice(alpha, lo, largest, psd_rtol)}")
 
 
 def pcg(source, Y, alpha, *, rank: int = 200, tol: float = 1e-8, max_iter: int = 500,
