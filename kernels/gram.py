@@ -49,7 +49,7 @@ def prepare_images(spec, x, y=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def block_layout(spec, x: np.ndarray, y: np.ndarray, backend, block_size: int | None,
-                 symmetric: bool, flip: bool) -> BlockLayout:
+                 symmetric: bool, flip: bool | str) -> BlockLayout:
     """The layout of K(x, y) in blocks of ``block_size`` images (None: the compute backend's
     ``preferred_block_size`` where it has one, else :func:`~.layout.default_block_size`)."""
     if block_size is None:
@@ -58,7 +58,7 @@ def block_layout(spec, x: np.ndarray, y: np.ndarray, backend, block_size: int | 
     return BlockLayout.split(len(x), len(y), block_size, symmetric, flip)
 
 
-def gram(spec, x, y=None, *, flip: bool = False, block_size: int | None = None,
+def gram(spec, x, y=None, *, flip: bool | str = False, block_size: int | None = None,
          progress: bool = True, backend=None, store=None, store_dtype: str = "float64",
          preprocessing: dict | None = None, scheduler=None, workers: int | None = None,
          retries: int = 3):
@@ -67,7 +67,9 @@ def gram(spec, x, y=None, *, flip: bool = False, block_size: int | None = None,
     Compute: x, y: NHWC float images (N, H, W, C) of the same H, W, C; y=None gives the symmetric
     K(x, x) from upper-triangular blocks only. flip=True returns K(x, y) + K(x, flip(y))
     (horizontal flip), the kernel of training on originals plus mirror images, at twice the plain
-    cost. The spec must end with a 1 x 1 map (e.g. GlobalAvgPool). The pixels enter the spec in
+    cost; flip="mirror" returns K(x, flip(y)) alone, at the plain cost (symmetric for y=None), so
+    that a search over flips off and on computes K(x, y) once and adds the mirror half. The spec
+    must end with a 1 x 1 map (e.g. GlobalAvgPool). The pixels enter the spec in
     float32, or in float64 where the spec starts with Cast("float64") (``spec.input_dtype``).
     Images whose pixel magnitudes the narrowest precision the spec computes in cannot carry
     through the kernel (x 1e20 or x 1e-20 in float32) are refused with a ValueError

@@ -10,7 +10,22 @@ import math
 
 import numpy as np
 
-__all__ = ["BlockLayout", "default_block_size", "block_length", "block_spans", "pad_rows", "flip_images"]
+__all__ = ["BlockLayout", "MIRROR", "FLIPS", "check_flip", "default_block_size", "block_length",
+           "block_spans", "pad_rows", "flip_images"]
+
+#: the ``flip`` that makes K(x, flip y) alone, the mirror half of the flip-symmetrized kernel
+MIRROR = "mirror"
+#: the values ``flip`` takes: the plain kernel, the flip-symmetrized one, its mirror half
+FLIPS = (False, True, MIRROR)
+
+
+def check_flip(flip):
+    """``flip`` itself if it is one of :data:`FLIPS` (numpy bools as bools), else ValueError."""
+    if isinstance(flip, (bool, np.bool_)):
+        return bool(flip)
+    if isinstance(flip, str) and flip == MIRROR:
+        return MIRROR
+    raise ValueError(f"flip must be False, True or {MIRROR!r}; got {flip!r}")
 
 
 def default_block_size(height: int, width: int) -> int:
@@ -46,7 +61,10 @@ class BlockLayout:
     """How the engine splits K (n, m) into blocks of row_length x col_length images.
 
     Block (i, j) is K[row block i, column block j]. symmetric: K(x, x); only blocks i <= j are
-    computed, the others are their transposes. flip: a block is K(x, y) + K(x, flip y).
+    computed, the others are their transposes. flip: True, a block is K(x, y) + K(x, flip y);
+    :data:`MIRROR`, it is K(x, flip y) alone (symmetric too: K(x_a, F x_b) = K(x_b, F x_a) for
+    kernels that commute with the flip F), so the flip-symmetrized kernel is the plain one plus
+    the mirror one and a search over flips off and on computes the plain kernel once.
     Image blocks are keyed (source, b), source "x", "y" or "flip" (flipped y, or flipped x when
     symmetric), and padded to full length by repeating the last image (one compilation).
     """
@@ -55,7 +73,7 @@ class BlockLayout:
     row_length: int
     col_length: int
     symmetric: bool
-    flip: bool
+    flip: bool | str
 
     @classmethod
     def split(cls, n: int, m: int, block_size: int, symmetric: bool, flip: bool) -> BlockLayout:
@@ -63,7 +81,7 @@ class BlockLayout:
         if not isinstance(block_size, (int, np.integer)) or block_size < 1:
             raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
         return cls(n, m, block_length(n, int(block_size)), block_length(m, int(block_size)),
-                   bool(symmetric), bool(flip))
+                   bool(symmetric), check_flip(flip))
 
     @property
     def row_blocks(self) -> list[tuple[int, int]]:
@@ -85,13 +103,14 @@ class BlockLayout:
         return slice(r0, r1), slice(c0, c1)
 
     def evaluations(self, i: int, j: int) -> int:
-        """Image pairs in block (i, j), counted twice with flip (the backend's work)."""
+        """Image pairs in block (i, j), counted twice with flip=True (the backend's work)."""
         rows, cols = self.extent(i, j)
-        return (rows.stop - rows.start) * (cols.stop - cols.start) * (2 if self.flip else 1)
+        return (rows.stop - rows.start) * (cols.stop - cols.start) * (2 if self.flip is True else 1)
 
     def inputs(self, i: int, j: int) -> list[tuple[str, int]]:
         """Keys of the image blocks that block (i, j) reads: the x block, then one y block per term."""
-        terms = ["x" if self.symmetric else "y"] + (["flip"] if self.flip else [])
+        own = [] if self.flip == MIRROR else ["x" if self.symmetric else "y"]
+        terms = own + (["flip"] if self.flip else [])
         return [("x", i)] + [(t, j) for t in terms]
 
     def needed(self, pairs) -> list[tuple[str, int]]:
@@ -101,7 +120,7 @@ class BlockLayout:
     def image_blocks(self, x: np.ndarray, y: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
         """{(source, b): (length, H, W, C) padded images} for every image block."""
         sources = {"x": (x, len(self.row_blocks), self.row_length)}
-        if not self.symmetric:
+        if not self.symmetric and self.flip != MIRROR:
             sources["y"] = (y, len(self.col_blocks), self.col_length)
         if self.flip:
             sources["flip"] = (flip_images(y), len(self.col_blocks), self.col_length)

@@ -411,3 +411,17 @@ def test_bench_imagenet_on_tiny_folders(tmp_path, capsys):
     payload = json.loads((out / "generalization.json").read_text())
     assert payload["test_sizes"] == {"original": 12, "recollected": 12}
     assert [m["n"] for m in payload["analysis"]["models"]] == [6, 12]
+
+
+def test_small_data_command_adds_methods_to_one_results_file(digits_files, capsys):
+    """The help's promise: rerunning into the same --out with other methods adds to the results
+    there (the checksum covers every method's grid, not only those of this run)."""
+    common = ["bench", "small-data", "--data", str(digits_files), "--sizes", "10", "--trials", "1",
+              "--test-size", "20", "--pool-size", "20", "--grid", "scattering.J=[1]",
+              "--set", "istc.J=1", "--set", "istc.epochs=1", "--set", "istc.min_steps=1",
+              "--grid", "istc.lr=[]", "--out", str(digits_files / "out"), "--quiet"]
+    assert _run(common + ["--methods", "scattering"]) == 0
+    assert _run(common + ["--methods", "istc"]) == 0
+    saved = json.loads((digits_files / "out" / "small_data.json").read_text())
+    assert sorted(r["method"] for r in saved["records"]) == ["istc", "scattering"]
+    capsys.readouterr()

@@ -47,7 +47,8 @@ def client():
 
 
 @pytest.mark.parametrize("y_n, flip, dtype", [(None, False, "float64"), (None, True, "float64"),
-                                              (7, True, "float64"), (None, False, "float32")])
+                                              (7, True, "float64"), (None, False, "float32"),
+                                              (None, "mirror", "float64"), (7, "mirror", "float64")])
 def test_store_in_process_equals_in_memory(tmp_path, y_n, flip, dtype):
     x, y = images(11), None if y_n is None else images(y_n, seed=1)
     expected = gram(SPEC, x, y, flip=flip, block_size=4, progress=False)
@@ -62,6 +63,27 @@ def test_store_in_process_equals_in_memory(tmp_path, y_n, flip, dtype):
                  store_dtype=dtype)
     assert GramStore(tmp_path / "k.zarr").runs()[-1]["computed"] == 0
     np.testing.assert_array_equal(again[:], k[:])
+
+
+@pytest.mark.parametrize("y_n", [None, 6])
+def test_mirror_kernel_is_the_plain_kernel_of_mirrored_columns_and_completes_the_flip(y_n):
+    """flip="mirror" is K(x, flip y), computed here the plain way against mirrored images (for
+    y=None from upper blocks only, so symmetry is asserted too); plain + mirror is flip=True."""
+    x, y = images(9, size=8), None if y_n is None else images(y_n, size=8, seed=1)
+    columns = x if y is None else y
+    mirror = gram(SPEC, x, y, flip="mirror", block_size=4, progress=False)
+    np.testing.assert_allclose(mirror, gram(SPEC, x, columns[:, :, ::-1, :], block_size=4,
+                                            progress=False), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(mirror, gram(SPEC, x, y, block_size=4, progress=False))
+    np.testing.assert_allclose(gram(SPEC, x, y, block_size=4, progress=False) + mirror,
+                               gram(SPEC, x, y, flip=True, block_size=4, progress=False),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("flip", ["mirrored", None, 2])
+def test_unknown_flip_is_refused(flip):
+    with pytest.raises(ValueError, match="flip must be False, True or 'mirror'"):
+        gram(SPEC, images(3), flip=flip, progress=False)
 
 
 @pytest.mark.slow

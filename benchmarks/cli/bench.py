@@ -29,7 +29,7 @@ def run_small_data(args) -> int:
     config = small_data.SmallDataConfig(
         sizes=args.sizes, trials=args.trials[0] if len(args.trials) == 1 else args.trials,
         methods=args.methods, pool_size=args.pool_size, test_size=args.test_size, seed=args.seed,
-        params=method_settings(args, SMALL_DATA_PARAMS), grids=selection_grids(args, args.methods))
+        params=method_settings(args, SMALL_DATA_PARAMS), grids=selection_grids(args, METHODS))
     try:
         config.check(int(max(train_y.max(), test_y.max())) + 1)
     except ValueError as err:

@@ -14,11 +14,14 @@ Design (the kernel is the cost):
   once (resumable Zarr stores in the output folder, ``gram-<checksum of the whitened images and
   kernel parameters>/pool.zarr``) and shared by every trial, which selects the point and alpha
   by exact leave-one-out on its rows and columns; the test rows K[test, pool]
-  (``.../test.zarr``) are computed only for points some trial chose. Cost in pairs, P pool and T
-  test images: sum over the grid points of P (P + 1) / 2 (x2 with flips) for selection, plus
-  T P (x2 with flips) per chosen point; e.g. the default grid (3 biases x flips on/off) at
-  P = 1280, T = 1000: 3 x 3 x 819,840 = 7.4M pool pairs plus 1.3M-2.6M test pairs per chosen
-  point (one setting alone: 4.2M with flips). ZCA is fitted on the pool (per bias), a superset
+  (``.../test.zarr``) are computed only for points some trial chose. The flip-symmetrized kernel
+  is the plain one plus its mirror half K(x, flip y) (``pool_mirror.zarr``, ``test_mirror.zarr``
+  beside them), so flips off and on at one ZCA bias share the plain matrix. Cost in pairs, P
+  pool and T test images: P (P + 1) / 2 per ZCA bias, twice where its flip-on point is in the
+  grid, for selection, plus T P for the plain test rows of a chosen bias and T P more for its
+  mirror half where a flip-on point was chosen; e.g. the default grid (3 biases x flips on/off)
+  at P = 1280, T = 1000: 3 x 2 x 819,840 = 4.9M pool pairs (9 x 819,840 = 7.4M without the
+  shared plain matrices) plus 1.3M-2.6M test pairs per chosen bias. ZCA is fitted on the pool (per bias), a superset
   of every trial's training set, not on each trial's n images as in the paper: refitting per
   trial would change the whitened pixels and so the whole kernel matrix, i.e. one matrix per
   trial. The pool holds no test image. Why a large bias matters below 3,072 images: a pool of
@@ -127,21 +130,28 @@ def _point_key(point: dict) -> tuple:
 def _kernel_matrix(pool, test, params, out: pathlib.Path, progress: bool, *,
                    test_rows: bool) -> tuple[np.ndarray, dict]:
     """K[pool, pool] (P, P), or with ``test_rows`` K[test, pool] (T, P), of the ZCA-whitened
-    images (ZCA fitted on the pool, bias ``params["zca_bias"]``), from the resumable store
-    ``out/gram-<checksum>/{pool,test}.zarr``; and the cost of that store so far
-    (:func:`.gram_cache.stores_cost`, plus ``pairs``, the block's distinct pairs)."""
+    images (ZCA fitted on the pool, bias ``params["zca_bias"]``), from resumable stores in
+    ``out/gram-<checksum of the plain kernel's parameters and images>/``: ``pool.zarr`` /
+    ``test.zarr`` hold the plain kernel and, with ``params["flip"]``, ``pool_mirror.zarr`` /
+    ``test_mirror.zarr`` its mirror half K(x, flip y) (``gram(..., flip="mirror")``); the
+    flip-symmetrized kernel is their sum, so a grid over flips off and on computes the plain
+    kernel of a ZCA bias once. Returns the block and its cost (``pairs``: the block's distinct
+    pairs, x2 with flips, plus :func:`.gram_cache.stores_cost` of its stores)."""
     pool = pool.astype(np.float32)
     zca = ZCAWhitening(bias=params["zca_bias"]).fit(pool)
     pool_w, test_w = zca.transform(pool), zca.transform(test.astype(np.float32))
-    folder = out / f"gram-{sha256(params, pool_w, test_w)}"
+    folder = out / f"gram-{sha256({**params, 'flip': False}, pool_w, test_w)}"
     folder.mkdir(parents=True, exist_ok=True)
-    store = folder / ("test.zarr" if test_rows else "pool.zarr")
-    k = gram_block(kernel_spec(params), test_w if test_rows else pool_w, pool_w if test_rows else None,
-                   flip=params["flip"], store=store, progress=progress,
-                   preprocessing={"zca_bias": params["zca_bias"], "zca_fitted_on": "pool"})
+    name = "test" if test_rows else "pool"
+    x, y = (test_w, pool_w) if test_rows else (pool_w, None)
+    halves = [(folder / f"{name}.zarr", False)] + (
+        [(folder / f"{name}_mirror.zarr", "mirror")] if params["flip"] else [])
+    k = sum(gram_block(kernel_spec(params), x, y, flip=flip, store=store, progress=progress,
+                       preprocessing={"zca_bias": params["zca_bias"], "zca_fitted_on": "pool"})
+            for store, flip in halves)
     pairs = (len(test) * len(pool) if test_rows else len(pool) * (len(pool) + 1) // 2) * (
         2 if params["flip"] else 1)
-    return k, {"pairs": pairs, **stores_cost([store])}
+    return k, {"pairs": pairs, **stores_cost([store for store, _ in halves])}
 
 
 def _scattering_matrix(pool, test, params, progress: bool) -> tuple[np.ndarray, dict]:
