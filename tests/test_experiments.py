@@ -288,6 +288,8 @@ def test_subcommands_parse():
     args = _parser().parse_args(["bench", "cifar10", "--sizes", "100,200", "--grid", "cnn.lr=[0.1]"])
     assert args.sizes == (100, 200) and args.run is bench.run_cifar10   # --sizes replaced --budget
     assert args.grid == [("cnn", "lr", [0.1])]
+    args = _parser().parse_args(["bench", "architectures", "--archs", "myrtle5,myrtle10", "--n", "40"])
+    assert args.archs == ("myrtle5", "myrtle10") and args.n == 40 and args.run is bench.run_architectures
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -425,3 +427,74 @@ def test_small_data_command_adds_methods_to_one_results_file(digits_files, capsy
     saved = json.loads((digits_files / "out" / "small_data.json").read_text())
     assert sorted(r["method"] for r in saved["records"]) == ["istc", "scattering"]
     capsys.readouterr()
+
+
+def test_small_data_flip_grid_shares_the_plain_kernel_and_matches_the_flip_kernel(tmp_path, digits):
+    """Flips off and on at one ZCA bias: one plain and one mirror pool store (not a plain and a
+    flip-symmetrized one), and a flip-on trial scores what gram(flip=True) gives independently."""
+    train_x, train_y, test_x, test_y = digits
+    config = _small_config(sizes=(20,), trials=1, methods=("kernel",), pool_size=20,
+                           grids={"kernel": {"flip": [False, True]}})
+    payload = small_data.run(train_x, train_y, test_x, test_y, config, tmp_path, progress=False)
+    (folder,) = tmp_path.glob("gram-*")
+    assert sorted(p.name for p in folder.glob("*.zarr")) == sorted(
+        ["pool.zarr", "pool_mirror.zarr", "test.zarr"]
+        + (["test_mirror.zarr"] if payload["records"][0]["selection"]["chosen"]["flip"] else []))
+    pool = balanced_subset(train_y, 20, seed=0)
+    zca = ZCAWhitening(bias=1e-2).fit(train_x[pool])
+    a, b = zca.transform(train_x[pool]), zca.transform(test_x)
+    scores = {}
+    for flip in (False, True):
+        ridge = KernelRidgeClassifier(alphas=tuple(config.params["kernel"]["alphas"]))
+        ridge.fit(myrtle(5).gram(a, flip=flip, progress=False), train_y[pool])
+        scores[flip] = (ridge.loo_score_, np.mean(
+            ridge.predict(myrtle(5).gram(b, a, flip=flip, progress=False)) == test_y))
+    record = payload["records"][0]
+    chosen = record["selection"]["chosen"]["flip"]
+    assert chosen == (scores[True][0] > scores[False][0])
+    assert record["accuracy"] == pytest.approx(scores[chosen][1])
+    assert [s["score"] for s in record["selection"]["scores"]] == pytest.approx(
+        [scores[False][0], scores[True][0]])
+
+
+def test_architectures_trains_each_depth_on_the_same_images_and_resumes(tmp_path, digits,
+                                                                      monkeypatch):
+    from scipy.stats import pearsonr
+
+    from tangentless.benchmarks.experiments import architectures
+
+    train_x, train_y, test_x, test_y = digits
+    config = architectures.ArchitecturesConfig(
+        n=20, network_trials=2, test_size=30, params=TINY,
+        grids={"kernel": {"zca_bias": [1e-3, 1e-1]}, "cnn": {}})
+    payload = architectures.run(train_x, train_y, test_x, test_y, config, tmp_path, data="digits",
+                                progress=False)
+    assert [row["arch"] for row in payload["rows"]] == ["myrtle5", "myrtle7", "myrtle10"]
+    pools = set()
+    for arch in config.archs:
+        saved = json.loads((tmp_path / arch / "small_data.json").read_text())
+        pools.add(tuple(saved["pool_index"]))
+        assert saved["config"]["params"]["kernel"]["arch"] == saved["config"]["params"]["cnn"][
+            "arch"] == arch
+        assert sorted((r["method"], r["trial"]) for r in saved["records"]) == [
+            ("cnn", 0), ("cnn", 1), ("kernel", 0)]
+        assert {r["n"] for r in saved["records"]} == {20}
+    assert len(pools) == 1   # every kernel and network trained on the same 20 images
+    kernel, network = ([row[k] for row in payload["rows"]] for k in ("kernel_error", "network_error"))
+    if payload["pearson_r"] is not None:
+        assert payload["pearson_r"] == pytest.approx(pearsonr(kernel, network).statistic)
+    assert architectures.correlation([1.0, 2.0, 3.0], [2.0, 4.1, 5.9]) == pytest.approx(
+        pearsonr([1.0, 2.0, 3.0], [2.0, 4.1, 5.9]).statistic)
+    assert (tmp_path / "architectures.png").read_bytes()[:8] == PNG
+    assert "myrtle10" in (tmp_path / "architectures.md").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished entry was recomputed")
+
+    monkeypatch.setattr(small_data, "_kernel_matrix", refuse)
+    monkeypatch.setattr(small_data, "select_and_fit", refuse)
+    again = architectures.run(train_x, train_y, test_x, test_y, config, tmp_path, data="digits",
+                              progress=False)
+    assert again["rows"] == payload["rows"]
+    with pytest.raises(ValueError, match="archs must be among"):
+        architectures.ArchitecturesConfig(archs=("myrtle6",)).check()

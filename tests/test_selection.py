@@ -114,11 +114,14 @@ def test_no_test_data_reaches_selection(digits, tmp_path):
     assert grids["cnn"]["method"] == "holdout" and grids["cnn"]["holdout_fraction"] == 0.25
     assert {r["selection"]["method"] for r in clean["records"]
             if r["n"] == 10 and r["method"] in ("cnn", "resnet", "istc")} == {"none"}
-    # the kernel's pool matrices are one per grid point; test rows only for the chosen points
+    # the kernel's pool matrices: per ZCA bias one plain and one mirror half (flips on = plain +
+    # mirror); test rows only for the chosen biases, their mirror half where flips on was chosen
     chosen = {(r["selection"]["chosen"]["zca_bias"], r["selection"]["chosen"]["flip"])
               for r in clean["records"] if r["method"] == "kernel"}
-    assert len(list((tmp_path / "clean").glob("gram-*/pool.zarr"))) == 4
-    assert len(list((tmp_path / "clean").glob("gram-*/test.zarr"))) == len(chosen)
+    folder = tmp_path / "clean"
+    assert len(list(folder.glob("gram-*/pool.zarr"))) == len(list(folder.glob("gram-*/pool_mirror.zarr"))) == 2
+    assert len(list(folder.glob("gram-*/test.zarr"))) == len({bias for bias, _ in chosen})
+    assert len(list(folder.glob("gram-*/test_mirror.zarr"))) == len({b for b, f in chosen if f})
     for r in clean["records"]:
         assert r["cost_seconds"] >= r["fit_seconds"] + r["predict_seconds"] - 1e-3
         assert r["selection_seconds"] == r["selection"]["seconds"]
@@ -141,3 +144,46 @@ def test_select_and_fit_takes_the_training_images_only(digits, method):
     assert all(chosen[k] == record["chosen"][k] for k in TINY_GRIDS[method])
     assert record["method"] == ("loo" if method == "kernel" else "holdout") and seconds > 0
     assert model.predict(train_x[40:50]).shape == (10,)
+
+
+class _DivergesAbove:
+    """A stand-in estimator whose training diverges above a learning rate (on ``diverge_on``
+    image counts only, e.g. the refit on all images); otherwise it predicts class 0."""
+
+    def __init__(self, limit, lr, diverge_on=None):
+        self.limit, self.lr, self.diverge_on = limit, lr, diverge_on
+
+    def fit(self, images, labels):
+        from tangentless.kernels._shared.training import TrainingDivergedError
+
+        if self.lr > self.limit and (self.diverge_on is None or len(labels) in self.diverge_on):
+            raise TrainingDivergedError(f"loss is inf at lr {self.lr}")
+        return self
+
+    def predict(self, images):
+        return np.zeros(len(images), dtype=np.int64)
+
+
+def _diverging(monkeypatch, limit, diverge_on=None):
+    monkeypatch.setattr(selection, "make_estimator", lambda method, params, n, **kw: _DivergesAbove(
+        limit, params["lr"], diverge_on))
+
+
+def test_a_diverging_grid_point_scores_none_and_the_search_goes_on(digits, monkeypatch):
+    train_x, train_y, _, _ = digits
+    x, y = train_x[:40], train_y[:40]
+    grid = {"lr": [0.3, 0.01, 1.0]}
+    _diverging(monkeypatch, limit=0.1)
+    model, chosen, record, _ = selection.select_and_fit("cnn", all_params(TINY)["cnn"], grid, x, y)
+    assert chosen["lr"] == 0.01 and record["chosen"] == {"lr": 0.01}
+    assert [s["score"] for s in record["scores"]][0] is None and record["diverged"] == [
+        {"lr": 0.3}, {"lr": 1.0}]
+    # the best point's refit on all 40 images diverges (here: lr 0.3 trains on the 30 fit images)
+    _diverging(monkeypatch, limit=0.1, diverge_on={40})
+    _, chosen, record, _ = selection.select_and_fit("cnn", all_params(TINY)["cnn"],
+                                                    {"lr": [0.3, 0.01]}, x, y)
+    assert chosen["lr"] == 0.01 and record["refit_diverged"] == [{"lr": 0.3}]
+    _diverging(monkeypatch, limit=0.001)
+    from tangentless.kernels._shared.training import TrainingDivergedError
+    with pytest.raises(TrainingDivergedError, match="diverged at every point"):
+        selection.select_and_fit("cnn", all_params(TINY)["cnn"], grid, x, y)

@@ -135,10 +135,12 @@ def grid_setting(text: str) -> tuple[str, str, list]:
     return method, name, value
 
 
-def selection_grids(args, methods_run) -> dict:
-    """Per-method selection grids: ``SELECTION_GRIDS``, without every parameter fixed by --set,
-    then the --grid settings (``[]`` removes a parameter from the grid)."""
-    grids = default_grids(methods_run)
+def selection_grids(args, methods_run, base: dict | None = None) -> dict:
+    """Per-method selection grids: ``base`` (default ``SELECTION_GRIDS`` of ``methods_run``),
+    without every parameter fixed by --set, then the --grid settings (``[]`` removes a parameter
+    from the grid)."""
+    grids = ({m: {k: list(v) for k, v in g.items()} for m, g in base.items()} if base is not None
+             else default_grids(methods_run))
     for method, name, _ in getattr(args, "set", None) or []:
         grids.get(method, {}).pop(name, None)
     for method, name, values in getattr(args, "grid", None) or []:

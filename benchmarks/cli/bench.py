@@ -1,5 +1,5 @@
 """The ``tangentless bench`` command: the benchmark experiments ``small-data`` (the kernel paper's
-protocol), ``cifar10`` (accuracy against measured compute at several sizes with a projection to
+protocol), ``architectures`` (network against kernel error across Myrtle depths), ``cifar10`` (accuracy against measured compute at several sizes with a projection to
 full CIFAR-10, or CIFAR-10.1 generalization) and
 ``imagenet`` (ImageNet -> ImageNetV2 generalization)."""
 from __future__ import annotations
@@ -8,11 +8,12 @@ import pathlib
 
 import numpy as np
 
-from ...kernels._shared.defaults import (FULL_DATA_METHODS, FULL_DATA_SIZES, SELECTION_GRIDS,
+from ...kernels._shared.defaults import (ARCHITECTURES, FULL_DATA_METHODS, FULL_DATA_SIZES, SELECTION_GRIDS,
                                          SMALL_DATA_PARAMS, SMALL_DATA_SIZES, SMALL_DATA_TRIALS)
 from ..datasets import (DatasetNotAvailable, imagenetv2_folder, load_cifar10, load_cifar10_1,
                         load_folder_arrays, load_image_folder, resolve_data)
-from ..experiments import full_data, generalization, small_data
+from ..experiments import architectures, full_data, generalization, small_data
+from ...kernels.architectures import MYRTLE_NAMES
 from ..experiments.methods import METHODS
 from .arguments import (CIFAR_SUBSET, existing_file, existing_folder, grid_setting, method_settings,
                         methods, positive_ints, report_folder, selection_grids, set_help, setting,
@@ -37,6 +38,24 @@ def run_small_data(args) -> int:
     small_data.run(train_x, train_y, test_x, test_y, config, report_folder(args), data=name,
                    progress=not args.quiet)
     print((args.out / "small_data.md").read_text())
+    return 0
+
+
+def run_architectures(args) -> int:
+    (train_x, train_y), (test_x, test_y), name = train_test(args)
+    config = architectures.ArchitecturesConfig(
+        archs=args.archs, n=args.n, network_trials=args.network_trials, test_size=args.test_size,
+        seed=args.seed, params=method_settings(args, architectures.default_params()),
+        grids=selection_grids(args, METHODS, base=architectures.default_grids()))
+    try:
+        config.check()
+        config.small_data_config(config.archs[0], "kernel").check(
+            int(max(train_y.max(), test_y.max())) + 1)
+    except ValueError as err:
+        args.parser.error(str(err))
+    architectures.run(train_x, train_y, test_x, test_y, config, report_folder(args), data=name,
+                      progress=not args.quiet)
+    print((args.out / "architectures.md").read_text())
     return 0
 
 
@@ -98,11 +117,12 @@ def run_imagenet(args) -> int:
 
 
 def _common_arguments(p, out_default: pathlib.Path, methods_default: str | None,
-                      methods_help: str = "") -> None:
-    p.add_argument("--methods", type=methods,
-                   default=None if methods_default is None else methods(methods_default),
-                   help=f"comma-separated, among {', '.join(METHODS)} "
-                        f"(default: {methods_help or methods_default})")
+                      methods_help: str = "", *, with_methods: bool = True) -> None:
+    if with_methods:
+        p.add_argument("--methods", type=methods,
+                       default=None if methods_default is None else methods(methods_default),
+                       help=f"comma-separated, among {', '.join(METHODS)} "
+                            f"(default: {methods_help or methods_default})")
     p.add_argument("--set", action="append", type=setting, metavar="METHOD.NAME=VALUE",
                    help=set_help())
     p.add_argument("--seed", type=int, default=0, help="seed of all subsets (default 0)")
@@ -119,12 +139,13 @@ def _common_arguments(p, out_default: pathlib.Path, methods_default: str | None,
 
 
 def add_command(subparsers) -> None:
-    """Add ``bench`` (small-data | cifar10 | imagenet) to an ``add_subparsers()`` object."""
+    """Add ``bench`` (small-data | architectures | cifar10 | imagenet) to an ``add_subparsers()`` object."""
     b = subparsers.add_parser(
-        "bench", help="run an experiment: small-data, cifar10 or imagenet",
+        "bench", help="run an experiment: small-data, architectures, cifar10 or imagenet",
         description="Run one of the benchmark experiments; each writes JSON, a Markdown table and "
                     "plots to --out and resumes there when rerun with the same settings.")
-    targets = b.add_subparsers(dest="target", required=True, metavar="{small-data,cifar10,imagenet}")
+    targets = b.add_subparsers(dest="target", required=True,
+                               metavar="{small-data,architectures,cifar10,imagenet}")
 
     s = targets.add_parser(
         "small-data", help="the kernel paper's small-data protocol (n = 10 ... 1280, several trials)",
@@ -153,6 +174,29 @@ def add_command(subparsers) -> None:
                    help="class-balanced subset of the test set (default: all test images)")
     _common_arguments(s, pathlib.Path("results-small-data"), ",".join(METHODS))
     s.set_defaults(run=run_small_data, parser=s)
+
+    a = targets.add_parser(
+        "architectures", help="network error against kernel error across Myrtle5 / 7 / 10",
+        description="Each Myrtle architecture's kernel and its network (no batch norm, no bias) on "
+                    "the same class-balanced n training images and the same test set, each selecting "
+                    "its hyperparameters on the training images only (kernel: ZCA bias by "
+                    "leave-one-out, no flips; network: lr and epochs on a hold-out); writes the "
+                    "errors, their Pearson correlation across architectures and a plot. The kernels "
+                    "cost about n^2/2 per ZCA bias plus T n test pairs (Myrtle10 ~2.5x Myrtle5 per "
+                    "pair). Resumes in --out.")
+    a.add_argument("--data", type=pathlib.Path,
+                   help="folder with train.npz and test.npz, or a training .npz (then --test)")
+    a.add_argument("--test", type=existing_file, help="test .npz when --data is a file")
+    a.add_argument("--archs", type=lambda text: tuple(text.split(",")), default=MYRTLE_NAMES,
+                   help=f"comma-separated, among {', '.join(MYRTLE_NAMES)} (default: all)")
+    a.add_argument("--n", type=int, default=ARCHITECTURES["n"],
+                   help=f"training images, a multiple of the number of classes (default {ARCHITECTURES['n']})")
+    a.add_argument("--network-trials", type=int, default=ARCHITECTURES["network_trials"],
+                   help=f"trainings of each network (default {ARCHITECTURES['network_trials']})")
+    a.add_argument("--test-size", type=int,
+                   help="class-balanced subset of the test set (default: all test images)")
+    _common_arguments(a, pathlib.Path("results-architectures"), None, with_methods=False)
+    a.set_defaults(run=run_architectures, parser=a)
 
     c = targets.add_parser(
         "cifar10", help="accuracy against compute at several sizes, projected to full CIFAR-10 "

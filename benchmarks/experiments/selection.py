@@ -13,6 +13,11 @@ values and what the search cost in seconds. No function here takes test data.
   accuracy on the held-out images; the best point is refitted on all training images. Where no
   class has two images (n = number of classes) there is nothing to hold out: the method's
   configured values are used and the record says ``"method": "none"``.
+  A grid point whose training diverges (:class:`~tangentless.kernels._shared.training.
+  TrainingDivergedError`: its learning rate is too high for these images) scores None and is
+  listed under ``"diverged"``; where the refit of the best point diverges on all images, the
+  next best is refitted (``"refit_diverged"`` lists the points that failed). Only where every
+  point diverges does the error propagate.
 Ties go to the first point in grid order.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 import numpy as np
 
 from ...kernels._shared.defaults import SELECTION_GRIDS, SELECTION_HOLDOUT_FRACTION
+from ...kernels._shared.training import TrainingDivergedError
 from ...solvers import KernelRidgeClassifier
 from .methods import make_estimator
 
@@ -71,9 +77,15 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.setdiff1d(np.arange(len(labels)), held), held
 
 
-def best_index(scores: list[float]) -> int:
-    """The index of the highest score (the first one of ties)."""
-    return int(np.argmax(np.asarray(scores, dtype=np.float64)))
+def best_index(scores: list[float | None]) -> int:
+    """The index of the highest score (the first one of ties; None, a diverged point, ranks last)."""
+    return ranking(scores)[0]
+
+
+def ranking(scores: list[float | None]) -> list[int]:
+    """Indices of ``scores`` from the highest down (stable: ties in grid order), None last."""
+    values = np.asarray([-np.inf if s is None else s for s in scores], dtype=np.float64)
+    return [int(i) for i in np.argsort(-values, kind="stable")]
 
 
 def _record(how: dict, grid: dict, size: int, points: list[dict], scores: list, chosen: dict,
@@ -141,15 +153,33 @@ def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, la
     scores = []
     for point in points:
         model = make_estimator(method, {**params, **point}, len(fit), random_state=seed)
-        model.fit(images[fit], labels[fit])
+        try:
+            model.fit(images[fit], labels[fit])
+        except TrainingDivergedError:
+            scores.append(None)
+            continue
         scores.append(float(np.mean(model.predict(images[held]) == labels[held])))
-    best = best_index(scores)
+    order = [i for i in ranking(scores) if scores[i] is not None]
+    if not order:
+        raise TrainingDivergedError(f"{method}: training diverged at every point of its selection "
+                                    f"grid {grid}; lower the learning rates")
     seconds = time.perf_counter() - tic
-    chosen_params = {**params, **points[best]}
-    model, fit_seconds = _timed_fit(method, chosen_params, images, labels, seed, progress)
-    return model, chosen_params, _record(
-        {"method": "holdout", "holdout_fraction": fraction, "holdout_images": len(held)},
-        grid, len(points), points, scores, points[best], seconds), fit_seconds
+    how = {"method": "holdout", "holdout_fraction": fraction, "holdout_images": len(held),
+           "diverged": [points[i] for i, s in enumerate(scores) if s is None]}
+    failed = []
+    for best in order:
+        chosen_params = {**params, **points[best]}
+        try:
+            model, fit_seconds = _timed_fit(method, chosen_params, images, labels, seed, progress)
+        except TrainingDivergedError:
+            failed.append(points[best])
+            if best == order[-1]:
+                raise
+            continue
+        if failed:
+            how["refit_diverged"] = failed
+        return model, chosen_params, _record(how, grid, len(points), points, scores, points[best],
+                                             seconds), fit_seconds
 
 
 def _timed_fit(method, params, images, labels, seed, progress) -> tuple[object, float]:

@@ -52,6 +52,12 @@ EXPERIMENT_PARAMS: dict = {
 SMALL_DATA_SIZES: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640, 1280)
 SMALL_DATA_TRIALS = 20
 SMALL_DATA_PARAMS: dict = {"kernel": {"zca_bias": 1e-2}}
+#: the architectures experiment (do network and kernel errors correlate across Myrtle5 / 7 / 10?):
+#: the common n, the networks' trials on those n images, and its changes to EXPERIMENT_PARAMS and
+#: SELECTION_GRIDS: kernels without flips (the paper's Myrtle5 / 7 / 10 comparison has none; it
+#: halves the test rows), their ZCA bias by leave-one-out
+ARCHITECTURES: dict = {"n": 160, "network_trials": 3, "params": {"kernel": {"flip": False}},
+                       "grids": {"kernel": {"zca_bias": [1e-5, 1e-3, 1e-1]}}}
 #: the quickstart: 600 class-balanced training and 600 class-balanced test digits
 QUICKSTART: dict = {
     "train": 600, "test": 600, "seed": 0, "methods": ("kernel", "scattering", "cnn", "resnet"),
