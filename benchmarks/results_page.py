@@ -1,0 +1,155 @@
+"""The results page: ``benchmarks/results/results.{json,md}`` from the experiments' own results
+files (small-data protocol, architectures, accuracy against compute, quickstart), stating data,
+trials, grids, budgets and machine for each, and which runs are complete. It reads what is there
+(partial runs included, marked as such) and computes nothing but summaries::
+
+    python -m tangentless.benchmarks.results_page [--results benchmarks/results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from .report import markdown_table, percent, selection_table, summarize, write_json
+
+#: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
+#: ResNet-9 x1/8 by at most its own standard deviation
+NETWORK_TARGET_MIN_N = 80
+
+
+def _load(path: pathlib.Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _machine(payload: dict) -> str:
+    m = payload.get("machine", {})
+    return f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('memory_gib', '?')} GiB"
+
+
+def network_target(summary: list[dict], min_n: int = NETWORK_TARGET_MIN_N) -> list[dict]:
+    """Per n >= ``min_n`` where both ran: the kernel's network ("cnn") against ResNet-9 x1/8
+    ("resnet"): ``gap`` = resnet mean - cnn mean (fractions), ``cnn_std``, ``met`` = gap <= cnn_std
+    (None where the cnn has one trial)."""
+    rows = {(r["method"], r["n"]): r for r in summary}
+    out = []
+    for (method, n), cnn in sorted(rows.items(), key=lambda kv: kv[0][1]):
+        if method != "cnn" or n < min_n or ("resnet", n) not in rows:
+            continue
+        gap = rows["resnet", n]["mean"] - cnn["mean"]
+        out.append({"n": n, "cnn": cnn["mean"], "resnet": rows["resnet", n]["mean"], "gap": gap,
+                    "cnn_std": cnn["std"], "trials": [cnn["trials"], rows["resnet", n]["trials"]],
+                    "met": None if cnn["std"] is None else bool(gap <= cnn["std"])})
+    return out
+
+
+def _small_data_section(payload: dict) -> tuple[str, dict]:
+    summary = summarize(payload["records"])
+    config = payload["config"]
+    requested = {m: len(config["sizes"]) for m in config["methods"]}
+    sizes = sorted({r["n"] for r in summary})
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    cells = {(r["method"], r["n"]): r for r in summary}
+    table = markdown_table(["n"] + methods, [
+        [n] + [f"{percent(cells[m, n]['mean'], cells[m, n]['std'])} ({cells[m, n]['trials']})"
+               if (m, n) in cells else "not run yet" for m in methods] for n in sizes])
+    target = network_target(summary)
+    target_table = markdown_table(
+        ["n", "Myrtle5 network %", "ResNet-9 x1/8 %", "gap (points)", "network std (points)",
+         "trials (net, resnet)", "target met"],
+        [[t["n"], f"{100 * t['cnn']:.1f}", f"{100 * t['resnet']:.1f}", f"{100 * t['gap']:+.1f}",
+          "n/a" if t["cnn_std"] is None else f"{100 * t['cnn_std']:.1f}",
+          f"{t['trials'][0]}, {t['trials'][1]}",
+          "n/a" if t["met"] is None else ("yes" if t["met"] else "no")] for t in target])
+    text = (f"## Small-data protocol ({payload['data']})\n\n"
+            f"Pool of {config['pool_size']} class-balanced training images (seed {config['seed']}), "
+            f"fixed test set of {config['test_size']} images; trials draw nested class-balanced "
+            "subsets of the pool (at n = pool size every trial uses the whole pool and only the "
+            "networks' initialization and augmentation differ). Test accuracy %, mean ± sample "
+            "std (trials). A cell with fewer trials than the others is a run still in progress.\n\n"
+            + table + "\n### The kernel's network against ResNet-9 x1/8 (target: gap <= the "
+            f"network's std at n >= {NETWORK_TARGET_MIN_N})\n\n"
+            + (target_table if target else "No n >= 80 with both networks yet.\n")
+            + "\n### Selection (training data only)\n\n" + selection_table(payload["records"])
+            + "\n### Budgets\n\n" + markdown_table(["method", "configuration"], [
+                [m, payload["methods"][m]] for m in methods])
+            + f"\nMachine: {_machine(payload)}. Plots: `small_data/small_data.png` (accuracy "
+            "against n), `small_data/small_data_cost.png` (accuracy against cost seconds).\n")
+    return text, {"summary": summary, "network_target": target, "config": config,
+                  "requested_sizes": requested}
+
+
+def _architectures_section(payload: dict) -> tuple[str, dict]:
+    rows = payload["rows"]
+    r = payload["pearson_r"]
+    table = markdown_table(["architecture", "kernel error %", "network error % (trials)"], [
+        [row["arch"], f"{100 * row['kernel_error']:.1f}",
+         f"{percent(row['network_error'], row['network_error_std'])} ({row['network_trials']})"]
+        for row in rows])
+    text = (f"## Network against kernel across architectures ({payload['data']})\n\n"
+            f"Myrtle5 / 7 / 10 kernels (no flips, ZCA bias and alpha by leave-one-out) and their "
+            f"networks (lr and epochs on a hold-out) on the same {rows[0]['n']} training images, "
+            f"{payload['test_size']} test images. Pearson r of the errors across architectures: "
+            + ("n/a" if r is None else f"{r:.2f}") + " (three points: descriptive).\n\n" + table
+            + f"\nMachine: {_machine(payload)}. Plot: `architectures/architectures.png`.\n")
+    return text, {"rows": rows, "pearson_r": r}
+
+
+def _quickstart_section(payload: dict) -> tuple[str, dict]:
+    table = markdown_table(["method", "accuracy %", "seconds", "configuration"], [
+        [r["method"], f"{100 * r['accuracy']:.2f}", f"{r['seconds']:.1f}", r["configuration"]]
+        for r in payload["results"]])
+    return (f"## Quickstart ({payload['data']})\n\n" + table
+            + f"\nMachine: {_machine(payload)}.\n"), {"results": payload["results"]}
+
+
+def _full_data_section(payload: dict) -> tuple[str, dict]:
+    path = payload["_path"].with_suffix(".md")
+    body = path.read_text().split("\n", 1)[1] if path.exists() else ""
+    return (f"## Accuracy against compute ({payload['data']})\n" + body
+            + "\nPlot: `full_data/full_data.png`.\n"), {"records": payload["records"]}
+
+
+SECTIONS = [("quickstart", "quickstart/quickstart.json", _quickstart_section),
+            ("small_data", "small_data/small_data.json", _small_data_section),
+            ("architectures", "architectures/architectures.json", _architectures_section),
+            ("full_data", "full_data/full_data.json", _full_data_section)]
+
+
+def write_page(results: str | pathlib.Path) -> dict:
+    """Write ``results/results.{json,md}`` from the results files found; return the JSON."""
+    results = pathlib.Path(results)
+    parts, texts = {}, []
+    for name, relative, section in SECTIONS:
+        payload = _load(results / relative)
+        if payload is None:
+            texts.append(f"## {name}\n\nNo results file ({relative}) yet.\n")
+            continue
+        payload["_path"] = results / relative
+        text, part = section(payload)
+        texts.append(text)
+        parts[name] = {**part, "file": relative, "machine": payload.get("machine")}
+    write_json(results / "results.json", {"page": "tangentless results", "sections": parts})
+    (results / "results.md").write_text(
+        "# tangentless: results\n\nEvery number below is measured on the machine it names, "
+        "from the results file it cites; every method selects its hyperparameters on its "
+        "training images only. Rerunning the commands in each section resumes or extends "
+        "the run.\n\n" + "\n".join(texts))
+    return parts
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=pathlib.Path, default=pathlib.Path("benchmarks/results"),
+                        help="the results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        parser.error(f"no such folder: {args.results}")
+    write_page(args.results)
+    print((args.results / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The results page (tangentless.benchmarks.results_page): it summarizes whatever results files
+exist, marks missing ones, and checks the network target of the small-data protocol."""
+import json
+
+import pytest
+
+from tangentless.benchmarks import results_page
+from tangentless.benchmarks.datasets import load_digits_images
+from tangentless.benchmarks.experiments import small_data
+from tangentless.benchmarks.experiments.methods import all_params
+
+
+def _row(method, n, mean, std, trials=3):
+    return {"method": method, "n": n, "mean": mean, "std": std, "trials": trials}
+
+
+def test_network_target_compares_the_gap_with_the_networks_std():
+    summary = [_row("cnn", 40, 0.1, 0.01), _row("resnet", 40, 0.5, 0.01),     # below 80: ignored
+               _row("cnn", 80, 0.30, 0.02), _row("resnet", 80, 0.31, 0.01),   # gap 1 <= 2: met
+               _row("cnn", 160, 0.30, 0.02), _row("resnet", 160, 0.35, 0.01),  # gap 5 > 2
+               _row("cnn", 320, 0.40, None, 1), _row("resnet", 320, 0.30, 0.01),
+               _row("cnn", 640, 0.40, 0.01)]                                   # no resnet
+    rows = results_page.network_target(summary)
+    assert [(r["n"], r["met"]) for r in rows] == [(80, True), (160, False), (320, None)]
+    assert rows[1]["gap"] == pytest.approx(0.05) and rows[1]["cnn_std"] == 0.02
+
+
+def test_page_summarizes_the_files_there_and_names_the_missing(tmp_path):
+    images, labels = load_digits_images()
+    params = all_params({"scattering": {"J": 1}})
+    config = small_data.SmallDataConfig(sizes=(10, 20), trials=2, methods=("scattering",),
+                                        pool_size=40, params=params, grids={"scattering": {}})
+    small_data.run(images[:400], labels[:400], images[1000:1100], labels[1000:1100], config,
+                   tmp_path / "small_data", data="digits", progress=False)
+    parts = results_page.write_page(tmp_path)
+    assert set(parts) == {"small_data"}
+    text = (tmp_path / "results.md").read_text()
+    assert "No results file (architectures/architectures.json) yet" in text
+    assert "No results file (quickstart/quickstart.json) yet" in text
+    saved = json.loads((tmp_path / "small_data" / "small_data.json").read_text())
+    accuracy = [r["accuracy"] for r in saved["records"] if r["n"] == 20]
+    mean = 100 * sum(accuracy) / len(accuracy)
+    assert f"| 20 | {mean:.2f} ± " in text
+    assert json.loads((tmp_path / "results.json").read_text())["sections"]["small_data"][
+        "config"]["pool_size"] == 40
