@@ -1,14 +1,11 @@
 """The Myrtle architectures of "Neural Kernels Without Tangents", written with the public layers."""
 from __future__ import annotations
 
+from ._shared.defaults import MYRTLE_NAMES, MYRTLE_STAGES
 from .layers import (AvgPool, Cast, Conv, Gaussian, GlobalAvgPool, Layer, Relu, Serial, project,
                      serial)
 
-#: conv + nonlinearity repeats per stage (three stages, pooled by 2 between them).
-MYRTLE_STAGES = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
 PRECISIONS = ("float32", "mixed", "float64")
-#: the architecture names the estimators, experiments and CLI accept
-MYRTLE_NAMES = tuple(f"myrtle{d}" for d in MYRTLE_STAGES)
 
 
 def myrtle_depth(name: str) -> int:

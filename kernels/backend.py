@@ -6,12 +6,16 @@ In ``tangentless.kernels`` a *backend* is the object that evaluates Gram blocks:
 (:class:`~tangentless.kernels.cuda.CudaBackend`), or any object with the protocol's methods.
 (The solvers' ``backend=`` is another thing: the linear-algebra library they run on.)
 
-Backends register themselves here when their module is imported (``import tangentless.kernels``
-imports the built-in ones), so this module imports none of them.
+Backends register themselves here when their module is imported. The built-in ones
+(:data:`BUILT_IN`) import JAX, which ``import tangentless.kernels`` leaves out: the registry imports
+their modules by name when it is first read, so a name resolves however the caller came here (a
+submodule imported directly, or a Dask worker unpickling a task); no module here imports them.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import threading
 import warnings
 from typing import Any, Callable, Protocol
 
@@ -61,6 +65,24 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+#: the built-in backends' modules, in registration order; each registers its backend on import
+BUILT_IN = (".jax_backend", ".cuda")
+_built_in_loaded = False
+_LOADING = threading.RLock()
+
+
+def _registry() -> dict[str, _Entry]:
+    """The registry, with the built-in backends (their modules imported on the first call). A name
+    registered before that call keeps its entry, as it would over an already-registered built-in."""
+    global _built_in_loaded
+    with _LOADING:
+        if not _built_in_loaded:
+            earlier = dict(_REGISTRY)
+            for module in BUILT_IN:
+                importlib.import_module(module, __package__)
+            _REGISTRY.update(earlier)
+            _built_in_loaded = True
+    return _REGISTRY
 
 
 def register_backend(name: str, factory: type, *, available: Callable[[], bool] = lambda: True,
@@ -74,20 +96,21 @@ def register_backend(name: str, factory: type, *, available: Callable[[], bool] 
 
 def backend_names() -> list[str]:
     """The registered backend names, in registration order."""
-    return list(_REGISTRY)
+    return list(_registry())
 
 
 def create_backend(name: str):
     """A new backend object for the registered ``name``; ValueError naming the choices otherwise."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        choices = ", ".join(repr(n) for n in _REGISTRY)
+    registry = _registry()
+    if not isinstance(name, str) or name not in registry:
+        choices = ", ".join(repr(n) for n in registry)
         raise ValueError(f"backend must be None, {choices} or a backend object; got {name!r}")
-    return _REGISTRY[name].factory()
+    return registry[name].factory()
 
 
 def backend_name(backend) -> str | None:
     """The registered name of a backend object of a registered class, else None."""
-    return next((name for name, entry in _REGISTRY.items() if type(backend) is entry.factory), None)
+    return next((name for name, entry in _registry().items() if type(backend) is entry.factory), None)
 
 
 def backend_label(backend) -> str:
@@ -96,7 +119,7 @@ def backend_label(backend) -> str:
 
 
 def _default_name() -> str:
-    available = [(entry.priority, name) for name, entry in _REGISTRY.items() if entry.available()]
+    available = [(entry.priority, name) for name, entry in _registry().items() if entry.available()]
     return max(available)[1] if available else FALLBACK_BACKEND
 
 

@@ -8,13 +8,11 @@ import json
 import os
 import pathlib
 
-from ...kernels._shared.defaults import EXPERIMENT_PARAMS
-from ..datasets import load_npz_images, resolve_data
-from ..experiments.methods import METHODS, all_params
-from ..experiments.selection import default_grids
+from ...kernels._shared.defaults import EXPERIMENT_PARAMS, METHODS
+from ..data_folder import resolve_data
 
 #: the exact CIFAR-10 subset (train.npz, test.npz), relative to the data folder
-#: (:func:`~tangentless.benchmarks.datasets.resolve_data`)
+#: (:func:`~tangentless.benchmarks.data_folder.resolve_data`)
 CIFAR_SUBSET = "cifar10"
 
 
@@ -117,6 +115,7 @@ def set_help() -> str:
 def method_settings(args, base: dict | None = None) -> dict:
     """Per-method parameters: defaults, then ``base`` overrides, then the --set settings;
     a parser error for an unknown parameter."""
+    from ..experiments.methods import all_params
     overrides = {m: dict((base or {}).get(m, {})) for m in METHODS}
     for method, name, value in getattr(args, "set", None) or []:
         overrides[method][name] = value
@@ -139,6 +138,7 @@ def selection_grids(args, methods_run, base: dict | None = None) -> dict:
     """Per-method selection grids: ``base`` (default ``SELECTION_GRIDS`` of ``methods_run``),
     without every parameter fixed by --set, then the --grid settings (``[]`` removes a parameter
     from the grid)."""
+    from ..experiments.selection import default_grids
     grids = ({m: {k: list(v) for k, v in g.items()} for m, g in base.items()} if base is not None
              else default_grids(methods_run))
     for method, name, _ in getattr(args, "set", None) or []:
@@ -155,6 +155,7 @@ def selection_grids(args, methods_run, base: dict | None = None) -> dict:
 def train_test(args) -> tuple[tuple, tuple, str]:
     """(train images, labels), (test images, labels) and a name from --data [--test]; without
     --data, the exact CIFAR-10 subset in the data folder."""
+    from ..datasets import load_npz_images
     data = args.data
     default = resolve_data(CIFAR_SUBSET)
     if data is None:

@@ -8,13 +8,10 @@ import pathlib
 
 import numpy as np
 
-from ...kernels._shared.defaults import (ARCHITECTURES, FULL_DATA_METHODS, FULL_DATA_SIZES, SELECTION_GRIDS,
-                                         SMALL_DATA_PARAMS, SMALL_DATA_SIZES, SMALL_DATA_TRIALS)
-from ..datasets import (DatasetNotAvailable, imagenetv2_folder, load_cifar10, load_cifar10_1,
-                        load_folder_arrays, load_image_folder, resolve_data)
-from ..experiments import architectures, full_data, generalization, small_data
-from ...kernels.architectures import MYRTLE_NAMES
-from ..experiments.methods import METHODS
+from ...kernels._shared.defaults import (ARCHITECTURES, FULL_DATA_METHODS, FULL_DATA_SIZES, METHODS,
+                                         MYRTLE_NAMES, SELECTION_GRIDS, SMALL_DATA_PARAMS,
+                                         SMALL_DATA_SIZES, SMALL_DATA_TRIALS)
+from ..data_folder import resolve_data
 from .arguments import (CIFAR_SUBSET, existing_file, existing_folder, grid_setting, method_settings,
                         methods, positive_ints, report_folder, selection_grids, set_help, setting,
                         train_test)
@@ -26,6 +23,7 @@ GENERALIZATION_METHODS = "kernel,scattering,cnn,resnet"
 
 
 def run_small_data(args) -> int:
+    from ..experiments import small_data
     (train_x, train_y), (test_x, test_y), name = train_test(args)
     config = small_data.SmallDataConfig(
         sizes=args.sizes, trials=args.trials[0] if len(args.trials) == 1 else args.trials,
@@ -42,6 +40,7 @@ def run_small_data(args) -> int:
 
 
 def run_architectures(args) -> int:
+    from ..experiments import architectures
     (train_x, train_y), (test_x, test_y), name = train_test(args)
     config = architectures.ArchitecturesConfig(
         archs=args.archs, n=args.n, network_trials=args.network_trials, test_size=args.test_size,
@@ -60,6 +59,8 @@ def run_architectures(args) -> int:
 
 
 def run_cifar10(args) -> int:
+    from ..datasets import DatasetNotAvailable, load_cifar10, load_cifar10_1
+    from ..experiments import full_data, generalization
     out, params = report_folder(args), method_settings(args)
     if args.generalization:
         try:
@@ -92,6 +93,8 @@ def run_cifar10(args) -> int:
 
 
 def run_imagenet(args) -> int:
+    from ..datasets import imagenetv2_folder, load_folder_arrays, load_image_folder
+    from ..experiments import generalization
     if args.v2 is None:
         args.parser.error("--v2 FOLDER is required: download ImageNetV2 MatchedFrequency "
                           "(imagenetv2-matched-frequency.tar.gz, 10,000 images, from "

@@ -8,11 +8,8 @@ import time
 
 import numpy as np
 
-from ...kernels import ZCAWhitening, myrtle
 from ...kernels._shared.atomic import atomic_write
-from ...kernels.architectures import MYRTLE_NAMES, myrtle_depth
-from ...kernels.store import GramStore
-from ..datasets import load_digits_images, load_npz_images
+from ...kernels._shared.defaults import MYRTLE_NAMES
 from .arguments import output_file
 
 
@@ -36,6 +33,9 @@ def _connect(stack: contextlib.ExitStack, scheduler: str | None):
 
 def run_gram(args) -> int:
     """The ``gram`` command: a Myrtle kernel matrix of images, its cost printed as JSON."""
+    from ...kernels import ZCAWhitening, myrtle
+    from ...kernels.architectures import myrtle_depth
+    from ..datasets import load_digits_images, load_npz_images
     output_file(args, "--out", (".npy", ".zarr"), folder_suffixes=(".zarr",))
     if args.images is None:
         images, _ = load_digits_images()
@@ -85,6 +85,7 @@ def run_gram(args) -> int:
 def _store_summary(path: pathlib.Path, k, seconds: float) -> dict:
     """This run's record of a Zarr store: blocks reused, found corrupt and computed, and the pair
     evaluations per second of what it computed (no eigenvalue: K stays on disk)."""
+    from ...kernels.store import GramStore
     run = GramStore(path).runs()[-1]
     diagonal = k.vindex[np.arange(k.shape[0]), np.arange(k.shape[0])]
     return {"out": str(path), "blocks": run["blocks"], "blocks_reused": run["reused"],

@@ -10,11 +10,7 @@ import time
 
 import numpy as np
 
-from ...kernels._shared.defaults import QUICKSTART
-from ..datasets import balanced_subset, load_digits_images, load_npz_images
-from ..experiments.methods import METHODS, describe, make_estimator
-from ..experiments.persist import load_model, save_model
-from ..report import markdown_table, percent, write_json
+from ...kernels._shared.defaults import METHODS, QUICKSTART
 from .arguments import existing_file, output_file, method_settings, report_folder, set_help, setting
 
 DEFAULT_REPORT = pathlib.Path("tangentless-report")
@@ -22,6 +18,9 @@ DEFAULT_REPORT = pathlib.Path("tangentless-report")
 
 def run_quickstart(args) -> int:
     """Every method on 600 digits, tested on 600 others; report in --out."""
+    from ..datasets import balanced_subset, load_digits_images
+    from ..experiments.methods import describe, make_estimator
+    from ..report import markdown_table, percent, write_json
     start = time.perf_counter()
     out = report_folder(args)
     images, labels = load_digits_images()
@@ -58,6 +57,9 @@ def run_quickstart(args) -> int:
 
 def run_fit(args) -> int:
     """Train --method on all images of --data and save it to --model."""
+    from ..datasets import load_npz_images
+    from ..experiments.methods import make_estimator
+    from ..experiments.persist import save_model
     output_file(args, "--model")
     others = sorted({method for method, _, _ in args.set or []} - {args.method})
     if others:
@@ -78,6 +80,8 @@ def run_fit(args) -> int:
 
 def run_predict(args) -> int:
     """Labels of the images of --data from the model at --model, written to --out."""
+    from ..datasets import load_npz_images
+    from ..experiments.persist import load_model
     output_file(args, "--out", (".npy", ".csv"))
     method, _, model = load_model(args.model)
     images, labels = load_npz_images(args.data)

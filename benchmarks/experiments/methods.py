@@ -31,12 +31,11 @@ import math
 
 from ..cnn import ARCHS, LOSSES, CNNClassifier
 from ...kernels import myrtle
-from ...kernels._shared.defaults import EXPERIMENT_PARAMS
+from ...kernels._shared.defaults import EXPERIMENT_PARAMS, METHODS
 from ...kernels.architectures import MYRTLE_NAMES, myrtle_depth
 from ...scattering import ScatteringRidgeClassifier, SparseScatteringClassifier
 from ...solvers import CompositionalKernelClassifier
 
-METHODS = tuple(EXPERIMENT_PARAMS)
 #: the estimator class each method fits (what a saved model of that method holds)
 ESTIMATORS = {"kernel": CompositionalKernelClassifier, "scattering": ScatteringRidgeClassifier,
               "cnn": CNNClassifier, "resnet": CNNClassifier, "istc": SparseScatteringClassifier}

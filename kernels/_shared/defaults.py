@@ -33,6 +33,12 @@ CNN_PAPER_RECIPE: dict = {"parameterization": "standard", "loss": "mse", "lr": 0
 CNN_PAPER_ZCA_BIAS = 1e-4
 CNN_PAPER_EPOCHS = 400
 
+# --- Myrtle architectures (tangentless.kernels.architectures) -------------------------------------
+#: conv + nonlinearity repeats per stage (three stages, pooled by 2 between them).
+MYRTLE_STAGES = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
+#: the architecture names the estimators, experiments and CLI accept
+MYRTLE_NAMES = tuple(f"myrtle{d}" for d in MYRTLE_STAGES)
+
 # --- experiments (tangentless.benchmarks.experiments and the tangentless command) ------------------
 #: each method's parameters in the experiments; every reduced budget is a field, so every report
 #: states it (why these values: tangentless.benchmarks.experiments.methods). The networks' budgets
@@ -47,6 +53,8 @@ EXPERIMENT_PARAMS: dict = {
     "istc": {"J": 2, "projection": 64, "dictionary_size": 256, "n_iter": 4, "epochs": 30,
              "min_steps": 100, "batch_size": 32, "lr": 0.01},
 }
+#: the methods the experiments compare, in report order
+METHODS = tuple(EXPERIMENT_PARAMS)
 #: the small-data experiment: training-set sizes, trials per size, and its changes to
 #: EXPERIMENT_PARAMS (ZCA bias for pools smaller than the pixel dimension: see small_data)
 SMALL_DATA_SIZES: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640, 1280)
