@@ -43,7 +43,7 @@ def test_building_the_parser_loads_no_heavy_library():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--help"], ["gram", "--help"], ["quickstart", "--help"], ["fit", "--help"], ["predict", "--help"],
+    ["--help"], ["--version"], ["gram", "--help"], ["quickstart", "--help"], ["fit", "--help"], ["predict", "--help"],
     ["bench", "--help"], ["bench", "small-data", "--help"], ["bench", "architectures", "--help"],
     ["bench", "cifar10", "--help"], ["bench", "imagenet", "--help"]])
 def test_help_loads_no_heavy_library(argv):

@@ -29,11 +29,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: print the installed version (``tangentless.__version__``'s source, the
+    distribution's metadata, read only when asked) and exit."""
+
+    def __init__(self, option_strings, dest, help="print the version and exit"):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+        print(f"{parser.prog} {version('tangentless')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tangentless",
         description="Theory-grounded baselines for image classification: compositional kernels, "
                     "scattering and the solvers that fit them.")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     gram.add_command(commands)
     models.add_commands(commands)
