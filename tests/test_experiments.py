@@ -388,6 +388,13 @@ def test_quickstart_writes_its_report(tmp_path, monkeypatch, capsys):
     payload = json.loads((tmp_path / "quickstart.json").read_text())
     assert [r["method"] for r in payload["results"]] == ["kernel", "scattering", "cnn", "resnet"]
     assert payload["results"][0]["accuracy"] > 0.8 and "machine" in payload
+    # every method selected on the training digits: the default grids less what digits fix
+    selection = {r["method"]: r["selection"] for r in payload["results"]}
+    assert selection["kernel"]["method"] == "loo" and "zca_bias" in selection["kernel"]["grid"]
+    assert "flip" not in selection["kernel"]["grid"]          # fixed: digits are not mirror-symmetric
+    assert selection["cnn"]["method"] == "holdout" and list(selection["cnn"]["grid"]) == ["lr"]
+    assert selection["kernel"]["grid_size"] == len(selection["kernel"]["grid"]["zca_bias"]) * len(
+        selection["kernel"]["grid"]["alpha"])
     assert (tmp_path / "quickstart.md").read_text().startswith("# Quickstart")
 
 
