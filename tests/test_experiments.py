@@ -505,3 +505,18 @@ def test_architectures_trains_each_depth_on_the_same_images_and_resumes(tmp_path
     assert again["rows"] == payload["rows"]
     with pytest.raises(ValueError, match="archs must be among"):
         architectures.ArchitecturesConfig(archs=("myrtle6",)).check()
+
+
+def test_cifar10_command_adds_methods_and_sizes_to_one_results_file(digits_files, capsys):
+    """Runs of other methods or sizes into one --out add to its results (the checksum covers every
+    method's parameters and grid, not only those of the run)."""
+    common = ["bench", "cifar10", "--data", str(digits_files), "--test-size", "20",
+              "--set", "istc.J=1", "--set", "istc.projection=16", "--set", "istc.dictionary_size=32",
+              "--set", "istc.epochs=1", "--set", "istc.min_steps=2", "--grid", "istc.lr=[0.01]",
+              "--grid", "scattering.J=[1]", "--out", str(digits_files / "cost"), "--quiet"]
+    assert _run(common + ["--methods", "scattering", "--sizes", "20"]) == 0
+    assert _run(common + ["--methods", "istc", "--sizes", "20,40"]) == 0
+    payload = json.loads((digits_files / "cost" / "full_data.json").read_text())
+    assert sorted((r["method"], r["n"]) for r in payload["records"]) == [
+        ("istc", 20), ("istc", 40), ("scattering", 20)]
+    capsys.readouterr()

@@ -83,7 +83,7 @@ def run_cifar10(args) -> int:
         chosen = args.methods or FULL_DATA_METHODS
         config = full_data.FullDataConfig(sizes=args.sizes or FULL_DATA_SIZES, methods=chosen,
                                           test_size=args.test_size, seed=args.seed, params=params,
-                                          grids=selection_grids(args, chosen))
+                                          grids=selection_grids(args, METHODS))
         try:
             full_data.run(train, test, config, out, data=name, progress=not args.quiet)
         except ValueError as err:

@@ -154,9 +154,12 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
               "methods": {m: describe(m, params[m]) for m in config.methods},
               "num_classes": len(classes), "available_balanced_train": available,
               "test_size": len(test_index)}
+    # every method's params and grid, not only this run's: runs of other methods or sizes into
+    # the same folder add to one file
     store = ResultStore(out / f"{NAME}.json", ("method", "n"), header,
-                        sha256({"params": params, "grids": grids, "seed": config.seed,
-                                "holdout_fraction": config.holdout_fraction},
+                        sha256({"params": dict(config.params),
+                                "grids": {m: config.grids.get(m, {}) for m in config.params},
+                                "seed": config.seed, "holdout_fraction": config.holdout_fraction},
                                train_images, train_labels, test_images, test_labels))
     if "eigh_c" not in store.payload:
         store.update(eigh_c=eigh_constant())
