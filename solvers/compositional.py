@@ -14,6 +14,7 @@ from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
 from tangentless.kernels._shared.images import check_fitted_images, parse_input_dtype
 from tangentless.kernels._shared.nested import child_state, restore_child
 from tangentless.kernels._shared.persist import Persistent, stored_array
+from tangentless.kernels._shared.training import encode_labels
 from tangentless.kernels.architectures import myrtle_depth
 
 from .estimators import KernelRidgeClassifier, alphas_from_json, alphas_to_json
@@ -101,10 +102,8 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
         """X: (n, H, W, C) images; y: (n,) labels."""
         raw = validate_images(X, "X", dtype=None)
         images = raw.astype(np.float32)
+        encode_labels(y, len(images))  # shape, class labels, 2+ classes: before ZCA and Gram work
         labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"y must be (n,) labels for the {len(images)} images; got shape "
-                             f"{labels.shape}")
         self.spec_ = self._spec()
         self.zca_ = ZCAWhitening(bias=self.zca_bias).fit(images) if self.zca else None
         self.train_images_ = self._preprocess(images)
@@ -170,8 +169,10 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """Ridge outputs, as :meth:`KernelRidgeClassifier.decision_function`."""
-        return self.ridge_.decision_function(self.test_kernel(X))
+        k = self.test_kernel(X)  # first: NotFittedError before ridge_ is read
+        return self.ridge_.decision_function(k)
 
     def predict(self, X):
         """(n_test,) predicted labels."""
-        return self.ridge_.predict(self.test_kernel(X))
+        k = self.test_kernel(X)  # first: NotFittedError before ridge_ is read
+        return self.ridge_.predict(k)

@@ -180,10 +180,10 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
     def fit(self, X, y):
         """Fit on the (n, n) training kernel X = K_train and labels y (n,)."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        check_classification_targets(y)
         self.psd_rtol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
                          else check_psd_rtol(self.psd_rtol))
         k = check_kernel(k, "K_train")
-        check_classification_targets(y)
         self.classes_, labels = np.unique(y, return_inverse=True)
         if self.classes_.size < 2:
             raise ValueError(f"y has one class ({self.classes_[0]!r}); a classifier needs at "
