@@ -12,6 +12,7 @@ import json
 import pathlib
 import sys
 
+from ..kernels.layout import BlockLayout
 from .report import markdown_table, percent, selection_table, summarize, write_json
 
 #: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
@@ -44,16 +45,55 @@ def network_target(summary: list[dict], min_n: int = NETWORK_TARGET_MIN_N) -> li
     return out
 
 
+def requested_trials(payload: dict) -> dict[tuple[str, int], int]:
+    """{(method, n): trials} that the runs into a small-data file asked for (the most any
+    session's request named; sessions without a request yet are skipped)."""
+    wanted: dict[tuple[str, int], int] = {}
+    for session in payload.get("sessions", []):
+        request = session.get("request")
+        if not request:
+            continue
+        for n, trials in zip(request["sizes"], request["trials"]):
+            for method in request["methods"]:
+                wanted[method, n] = max(wanted.get((method, n), 0), trials)
+    return wanted
+
+
+def store_progress(folder: pathlib.Path) -> list[dict]:
+    """The Gram stores under ``folder`` (``gram-*/*.zarr``) and how far each is: finished
+    blocks (markers) of all blocks, from the files alone (nothing is verified or computed)."""
+    rows = []
+    for store in sorted(folder.glob("gram-*/*.zarr")):
+        config = json.loads((store / "zarr.json").read_text())["attributes"]["tangentless"]
+        layout = BlockLayout(*config["shape"], *config["block_shape"], config["symmetric"],
+                             config["flip"])
+        done = len(list((store / "tangentless" / "done").glob("*-*.json")))
+        rows.append({"store": str(store.relative_to(folder)), "shape": config["shape"],
+                     "flip": config["flip"], "zca": config["preprocessing"].get("zca_bias"),
+                     "blocks_done": done, "blocks": len(layout.pairs)})
+    return rows
+
+
+def _cell(row: dict | None, wanted: int | None) -> str:
+    if row is None:
+        return f"running: 0 of {wanted} trials" if wanted else "not run yet"
+    text = f"{percent(row['mean'], row['std'])} ({row['trials']})"
+    return text if not wanted or row["trials"] >= wanted else f"{text}, {wanted} asked"
+
+
 def _small_data_section(payload: dict) -> tuple[str, dict]:
     summary = summarize(payload["records"])
     config = payload["config"]
-    requested = {m: len(config["sizes"]) for m in config["methods"]}
-    sizes = sorted({r["n"] for r in summary})
-    methods = list(dict.fromkeys(r["method"] for r in summary))
+    wanted = requested_trials(payload)
+    sizes = sorted({r["n"] for r in summary} | {n for _, n in wanted})
+    methods = list(dict.fromkeys([r["method"] for r in summary] + [m for m, _ in wanted]))
     cells = {(r["method"], r["n"]): r for r in summary}
     table = markdown_table(["n"] + methods, [
-        [n] + [f"{percent(cells[m, n]['mean'], cells[m, n]['std'])} ({cells[m, n]['trials']})"
-               if (m, n) in cells else "not run yet" for m in methods] for n in sizes])
+        [n] + [_cell(cells.get((m, n)), wanted.get((m, n))) for m in methods] for n in sizes])
+    stores = store_progress(payload["_path"].parent)
+    store_table = markdown_table(["store", "shape", "flip", "ZCA bias", "blocks done"], [
+        [r["store"].split("/", 1)[1], f"{r['shape'][0]} x {r['shape'][1]}", r["flip"], r["zca"],
+         f"{r['blocks_done']} of {r['blocks']}"] for r in stores])
     target = network_target(summary)
     target_table = markdown_table(
         ["n", "Myrtle5 network %", "ResNet-9 x1/8 %", "gap (points)", "network std (points)",
@@ -71,13 +111,16 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
             + table + "\n### The kernel's network against ResNet-9 x1/8 (target: gap <= the "
             f"network's std at n >= {NETWORK_TARGET_MIN_N})\n\n"
             + (target_table if target else "No n >= 80 with both networks yet.\n")
+            + ("\n### The kernel's matrices (resumable stores; a trial needs every grid point's "
+               "pool matrix)\n\n" + store_table if stores else "")
             + "\n### Selection (training data only)\n\n" + selection_table(payload["records"])
             + "\n### Budgets\n\n" + markdown_table(["method", "configuration"], [
                 [m, payload["methods"][m]] for m in methods])
             + f"\nMachine: {_machine(payload)}. Plots: `small_data/small_data.png` (accuracy "
             "against n), `small_data/small_data_cost.png` (accuracy against cost seconds).\n")
     return text, {"summary": summary, "network_target": target, "config": config,
-                  "requested_sizes": requested}
+                  "requested": [{"method": m, "n": n, "trials": t} for (m, n), t in wanted.items()],
+                  "kernel_stores": stores}
 
 
 def _architectures_section(payload: dict) -> tuple[str, dict]:

@@ -43,3 +43,24 @@ def test_page_summarizes_the_files_there_and_names_the_missing(tmp_path):
     assert f"| 20 | {mean:.2f} ± " in text
     assert json.loads((tmp_path / "results.json").read_text())["sections"]["small_data"][
         "config"]["pool_size"] == 40
+
+
+def test_page_lists_requested_trials_and_store_progress(tmp_path):
+    """A run's request is on file before its first record, so the page shows it as running; the
+    kernel's stores are listed with their finished blocks."""
+    images, labels = load_digits_images()
+    params = all_params({"kernel": {"flip": False, "zca_bias": 1e-2}})
+    config = small_data.SmallDataConfig(sizes=(10, 20), trials=(2, 1), methods=("kernel",),
+                                        pool_size=20, params=params, grids={"kernel": {}})
+    out = tmp_path / "small_data"
+    small_data.run(images[:200], labels[:200], images[1000:1040], labels[1000:1040], config, out,
+                   progress=False)
+    payload = json.loads((out / "small_data.json").read_text())
+    assert results_page.requested_trials(payload) == {("kernel", 10): 2, ("kernel", 20): 1}
+    stores = results_page.store_progress(out)
+    assert sorted(s["store"].split("/")[1] for s in stores) == ["pool.zarr", "test.zarr"]
+    assert all(s["blocks_done"] == s["blocks"] > 0 for s in stores)
+    # a request not started yet (only the session's request on file): asked for, shown as running
+    payload["sessions"].append({"request": {"sizes": [10], "methods": ["kernel"], "trials": [3]}})
+    assert results_page.requested_trials(payload)[("kernel", 10)] == 3
+    assert results_page._cell(None, 3) == "running: 0 of 3 trials"

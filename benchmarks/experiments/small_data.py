@@ -288,6 +288,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     store.session["request"] = {
         "sizes": list(config.sizes), "methods": list(config.methods),
         "trials": [config.trials_for(n) for n in config.sizes], "grids": grids}
+    store.commit()   # the request is on file from the start (a long kernel run shows as running)
     jobs = [(m, n, t) for n in config.sizes for t in range(config.trials_for(n))
             for m in config.methods if not store.done(method=m, n=n, trial=t)]
     matrices = _SharedMatrices(pool, test, params, out, progress)
