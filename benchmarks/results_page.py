@@ -13,6 +13,7 @@ import pathlib
 import sys
 
 from ..kernels.layout import BlockLayout
+from .experiments.small_data import method_descriptions
 from .report import markdown_table, percent, selection_table, summarize, write_json
 
 #: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
@@ -115,7 +116,7 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
                "pool matrix)\n\n" + store_table if stores else "")
             + "\n### Selection (training data only)\n\n" + selection_table(payload["records"])
             + "\n### Budgets\n\n" + markdown_table(["method", "configuration"], [
-                [m, payload["methods"][m]] for m in methods])
+                [m, line] for m, line in method_descriptions(payload).items()])
             + f"\nMachine: {_machine(payload)}. Plots: `small_data/small_data.png` (accuracy "
             "against n), `small_data/small_data_cost.png` (accuracy against cost seconds).\n")
     return text, {"summary": summary, "network_target": target, "config": config,

@@ -520,3 +520,30 @@ def test_cifar10_command_adds_methods_and_sizes_to_one_results_file(digits_files
     assert sorted((r["method"], r["n"]) for r in payload["records"]) == [
         ("istc", 20), ("istc", 40), ("scattering", 20)]
     capsys.readouterr()
+
+
+def test_small_data_records_each_methods_settings_and_refuses_a_changed_recipe(tmp_path, digits):
+    """One method's recipe can change without invalidating the others: its settings are recorded
+    per method; rerunning it with other settings is refused while its results exist, and a
+    method without results may join with any settings."""
+    train_x, train_y, test_x, test_y = digits
+    base = dict(sizes=(10,), trials=1, pool_size=20, test_size=None, grids=FIXED)
+    first = small_data.SmallDataConfig(methods=("scattering",), params=all_params(TINY), **base)
+    small_data.run(train_x, train_y, test_x, test_y, first, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "small_data.json").read_text())
+    assert saved[small_data.config_key("scattering")]["params"]["J"] == 1
+    changed = all_params({**TINY, "scattering": {"J": 1, "alphas": [1.0]},
+                          "istc": {**TINY["istc"], "lr": 0.03}})
+    with pytest.raises(ValueError, match=r"scattering results made with other settings \(alphas"):
+        small_data.run(train_x, train_y, test_x, test_y,
+                       small_data.SmallDataConfig(methods=("scattering",), params=changed, **base),
+                       tmp_path, progress=False)
+    # istc has no results yet: it joins with its own (changed) recipe; scattering's is untouched
+    payload = small_data.run(train_x, train_y, test_x, test_y,
+                             small_data.SmallDataConfig(methods=("istc",), params=changed, **base),
+                             tmp_path, progress=False)
+    assert sorted(r["method"] for r in payload["records"]) == ["istc", "scattering"]
+    assert payload[small_data.config_key("istc")]["params"]["lr"] == 0.03
+    assert payload[small_data.config_key("scattering")]["params"]["alphas"] == list(
+        first.params["scattering"]["alphas"])
+    assert "lr 0.03" in small_data.method_descriptions(payload)["istc"]

@@ -131,8 +131,7 @@ def write_outputs(out: str | pathlib.Path, archs, *, data: str = "") -> dict:
     payload = {"experiment": NAME, "data": data, "archs": list(archs), "rows": rows,
                "pearson_r": r, "test_size": first["config"]["test_size"],
                "machine": first["machine"],
-               "methods": {a: {m: p["methods"][m] for m in ("kernel", "cnn")}
-                           for a, p in payloads.items()},
+               "methods": {a: small_data.method_descriptions(p) for a, p in payloads.items()},
                "grids": {m: first["config"]["grids"].get(m) for m in ("kernel", "cnn")}}
     write_json(out / f"{NAME}.json", payload)
     table = markdown_table(

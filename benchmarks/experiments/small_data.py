@@ -40,13 +40,17 @@ or hold-out fraction, chosen values, training-side scores, seconds), ``fit_secon
 P(n) = n (n + 1) / 2 + T n (x2 with flips), at the measured pairs per second; for scattering +
 ridge, ``feature_seconds_estimate``: the shared matrix's seconds x (n + T) / (P + T)).
 Results are appended to ``small_data.json`` after every (method, n, trial); a restarted run with
-the same configuration skips what is done. ``small_data.md``, ``small_data.png`` (accuracy vs n)
+the same configuration skips what is done. The file's checksum covers the data, pool, test set,
+seed and hold-out fraction; each method's parameters and grid are recorded per method
+(``config_<method>``): a run of a method with other settings is refused where that method has
+results, and runs of other methods or with more sizes or trials add to the file. ``small_data.md``, ``small_data.png`` (accuracy vs n)
 and ``small_data_cost.png`` (accuracy vs cost) are written at the end (and by
 :func:`write_outputs` from any partial JSON).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -279,12 +283,16 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
             "ridge its share of the feature matrix; selection seconds are reported apart",
         ],
     }
-    # every method's grid, like every method's params (so that methods can be added to a run);
-    # a results file of the protocol before selection (no grids) is refused, not mixed in
-    all_grids = {m: config.grids.get(m, {}) for m in METHODS}
+    # the file's checksum: data, pool, test set, seed and hold-out; each method's own parameters
+    # and grid are recorded beside it (``config_<method>``), so one method's recipe can change
+    # without invalidating the others' results
+    shared = {k: v for k, v in resolved.items() if k != "params"}
     store = ResultStore(out / f"{NAME}.json", ("method", "n", "trial"), header,
-                        sha256({**resolved, "grids": all_grids, "holdout": config.holdout_fraction},
+                        sha256({**shared, "holdout": config.holdout_fraction,
+                                "method_configs": "recorded per method"},
                                train_images, train_labels, test_images, test_labels))
+    store.update(**{config_key(m): _check_method_config(store, m, params[m], grids[m])
+                    for m in config.methods})
     store.session["request"] = {
         "sizes": list(config.sizes), "methods": list(config.methods),
         "trials": [config.trials_for(n) for n in config.sizes], "grids": grids}
@@ -326,6 +334,33 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     return write_outputs(store, out)
 
 
+def config_key(method: str) -> str:
+    """The results file's field holding ``method``'s parameters and grid."""
+    return f"config_{method}"
+
+
+def _check_method_config(store: ResultStore, method: str, params: dict, grid: dict) -> dict:
+    """``{"params", "grid"}`` of ``method`` for the results file; ValueError (one line) where the
+    file holds results of ``method`` made with other parameters or another grid."""
+    wanted = json.loads(json.dumps({"params": params, "grid": grid}))
+    stored = store.payload.get(config_key(method))
+    if stored is not None and stored != wanted and any(
+            r["method"] == method for r in store.records):
+        differ = sorted(k for part in ("params", "grid")
+                        for k in stored[part].keys() | wanted[part].keys()
+                        if stored[part].get(k) != wanted[part].get(k))
+        raise ValueError(f"{store.path} holds {method} results made with other settings "
+                         f"({', '.join(differ)} differ); choose another output folder, or run "
+                         f"{method} with the stored settings")
+    return wanted
+
+
+def method_descriptions(payload: dict) -> dict[str, str]:
+    """{method: :func:`describe` line} of each method with results, from its recorded settings."""
+    return {m: describe(m, payload[config_key(m)]["params"]) if config_key(m) in payload
+            else payload["methods"][m] for m in dict.fromkeys(r["method"] for r in payload["records"])}
+
+
 def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     """Summary, Markdown tables and plots of a small-data store or payload (complete or partial)."""
     out = pathlib.Path(out)
@@ -335,8 +370,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     config = payload["config"]
     methods = markdown_table(["method", "configuration (the selected values replace these: "
                               "see the selection table)"],
-                             [[m, payload["methods"][m]] for m in dict.fromkeys(
-                                 r["method"] for r in summary)])
+                             [[m, line] for m, line in method_descriptions(payload).items()])
     matrices = payload.get("kernel_matrices") or {}
     cost = "" if not matrices else (
         f"\nShared kernel matrices (pool {config['pool_size']} + test {config['test_size']}), "
