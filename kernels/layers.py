@@ -18,6 +18,7 @@ import abc
 import dataclasses
 import math
 
+import einops
 import jax
 import jax.numpy as jnp
 
@@ -298,14 +299,12 @@ class AvgPool(Layer):
                         for d in range(p):
                             total = total + k[:, a::p, b::p, :, c::p, d::p]
             return total / p ** 4
-        bx, h, w, by = k.shape[:4]
-        blocks = k.reshape(bx, h // p, p, w // p, p, by, h // p, p, w // p, p)
-        return blocks.mean(axis=(2, 4, 7, 9))
+        return einops.reduce(k, "bx (i a) (j b) by (k c) (l d) -> bx i j by k l", "mean",
+                             a=p, b=p, c=p, d=p)
 
     def apply(self, params, h):
-        n, hh, ww, c = h.shape
         p = self.window
-        return h.reshape(n, hh // p, p, ww // p, p, c).mean(axis=(2, 4))
+        return einops.reduce(h, "n (i a) (j b) c -> n i j c", "mean", a=p, b=p)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -287,6 +287,26 @@ def test_reference_relu_matches_monte_carlo():
 # 1. single layers in minimal specs
 # --------------------------------------------------------------------------------------------
 
+
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_avgpool_kernel_and_network_on_non_square_maps(p):
+    """AvgPool(p).kernel on a (Bx, h, w, By, h, w) block = ref_pool of each pair, and
+    AvgPool(p).apply = the mean of each p x p window, with h != w and Bx != By so that a swapped axis
+    shows (p = 2: strided slices, p > 2: the window reduction)."""
+    rng = np.random.default_rng(p)
+    h, w = 2 * p, 3 * p
+    k = rng.standard_normal((2, h, w, 3, h, w)).astype(np.float32)
+    expect = np.stack([np.stack([ref_pool(k[a, :, :, b], p) for b in range(3)], 2) for a in range(2)])
+    got = np.asarray(tk.AvgPool(p).kernel(k))
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+    maps = rng.standard_normal((2, h, w, 5)).astype(np.float32)
+    expect = np.zeros((2, h // p, w // p, 5))
+    for i in range(h // p):
+        for j in range(w // p):
+            expect[:, i, j] = maps[:, i * p:(i + 1) * p, j * p:(j + 1) * p].mean(axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(tk.AvgPool(p).apply(None, maps)), expect, rtol=1e-5,
+                               atol=1e-6)
+
 SMALL_SPECS = {
     "conv_relu": [("conv", 3), ("relu",), ("gap",)],
     "conv_conv": [("conv", 3), ("conv", 3), ("gap",)],
