@@ -3,8 +3,9 @@ backends by name.
 
 In ``tangentless.kernels`` a *backend* is the object that evaluates Gram blocks: "jax"
 (:class:`~tangentless.kernels.jax_backend.JaxBackend`), "cuda"
-(:class:`~tangentless.kernels.cuda.CudaBackend`), or any object with the protocol's methods.
-(The solvers' ``backend=`` is another thing: the linear-algebra library they run on.)
+(:class:`~tangentless.kernels.cuda.CudaBackend`), "numba"
+(:class:`~tangentless.kernels.fused_cpu.FusedCpuBackend`), or any object with the protocol's
+methods. (The solvers' ``backend=`` is another thing: the linear-algebra library they run on.)
 
 Backends register themselves here when their module is imported. The built-in ones
 (:data:`BUILT_IN`) import JAX, which ``import tangentless.kernels`` leaves out: the registry imports
@@ -66,7 +67,7 @@ class _Entry:
 
 _REGISTRY: dict[str, _Entry] = {}
 #: the built-in backends' modules, in registration order; each registers its backend on import
-BUILT_IN = (".jax_backend", ".cuda")
+BUILT_IN = (".jax_backend", ".fused_cpu", ".cuda")
 _built_in_loaded = False
 _LOADING = threading.RLock()
 
@@ -118,18 +119,27 @@ def backend_label(backend) -> str:
     return backend_name(backend) or f"{type(backend).__module__}.{type(backend).__qualname__}"
 
 
-def _default_name() -> str:
-    available = [(entry.priority, name) for name, entry in _registry().items() if entry.available()]
-    return max(available)[1] if available else FALLBACK_BACKEND
+def _default_backend(spec, image_shape):
+    """The available registered backend of highest priority that runs ``spec`` (the JAX one runs
+    every spec)."""
+    ranked = sorted(((entry.priority, name) for name, entry in _registry().items()
+                     if entry.available()), reverse=True)
+    for _, name in ranked:
+        backend = create_backend(name)
+        check = getattr(backend, "unsupported", None)
+        if check is None or not check(spec, tuple(image_shape)):
+            return backend
+    return create_backend(FALLBACK_BACKEND)
 
 
 def resolve_backend(backend, spec, image_shape):
     """The backend object for ``gram``'s ``backend=``: None (the default: the available registered
-    backend of highest priority: "cuda" where CuPy sees a GPU, else "jax"), a registered name, or a
-    backend object. A backend whose ``unsupported(spec, image_shape)`` gives a reason is replaced
+    backend of highest priority that runs the spec: "cuda" where CuPy sees a GPU, "numba" on a
+    CPU for the specs its fused kernel runs, else "jax"), a registered name, or a backend object.
+    A named or given backend whose ``unsupported(spec, image_shape)`` gives a reason is replaced
     by the JAX backend, with a :class:`CudaFallbackWarning` that says why."""
     if backend is None:
-        backend = _default_name()
+        return _default_backend(spec, image_shape)
     if isinstance(backend, str):
         backend = create_backend(backend)
     check = getattr(backend, "unsupported", None)

@@ -79,12 +79,14 @@ def gram(spec, x, y=None, *, flip: bool | str = False, block_size: int | None = 
     ``preferred_block_size``); on the JAX backend memory is set by the few image pairs evaluated
     per step (:func:`~tangentless.kernels.jax_backend.pairs_per_step`), not by the block.
     backend: the compute backend that evaluates the blocks (:mod:`tangentless.kernels.backend`):
-    None (default: "cuda" where CuPy sees a GPU, else "jax"), "jax" (XLA on JAX's default device,
-    :class:`~tangentless.kernels.jax_backend.JaxBackend`), "cuda" (the fused kernels of csrc/,
-    :class:`~tangentless.kernels.cuda.CudaBackend`), or an object with ``self_info(spec, x)`` and
+    None (default: the fastest that runs the spec: "cuda" where CuPy sees a GPU, else "numba",
+    else "jax"), "jax" (XLA on JAX's default device,
+    :class:`~tangentless.kernels.jax_backend.JaxBackend`), "numba" (the fused offset-slab kernel
+    on the CPU, :class:`~tangentless.kernels.fused_cpu.FusedCpuBackend`), "cuda" (the fused
+    kernels of csrc/, :class:`~tangentless.kernels.cuda.CudaBackend`), or an object with ``self_info(spec, x)`` and
     ``compute_block(spec, x, y, info_x, info_y)``, and optionally ``unsupported(spec,
     image_shape) -> reason or None`` and ``preferred_block_size`` (:class:`~.backend.Backend`).
-    A backend that cannot run the spec is replaced by the JAX one with a
+    A named backend that cannot run the spec is replaced by the JAX one with a
     :class:`~tangentless.kernels.backend.CudaFallbackWarning` that says why.
 
     Storage: store: a path ("k.zarr"): K goes to a Zarr array on disk, one chunk per block, and

@@ -251,6 +251,24 @@ def assert_close(lib, ref, rtol):
 F32 = 1e-5  # float32 paths, relative to the kernel's scale (observed errors <= 1.2e-6)
 F64 = 1e-10  # float64 paths
 
+
+def backends(layers, hw, c):
+    """The Gram backends that run ``layers`` on (hw, hw, c) images: "jax" always, "numba" (the
+    fused CPU kernel) where its program covers the spec; the default backend is one of them."""
+    from tangentless.kernels.fused_cpu import fused_program
+    fused = not isinstance(fused_program(to_library(layers), (hw, hw, c)), str)
+    return ["jax", "numba"] if fused else ["jax"]
+
+
+_REFERENCES: dict = {}
+
+
+def cached_ref_gram(key, layers, x, y):
+    """ref_gram, computed once per ``key`` (the backends share it)."""
+    if key not in _REFERENCES:
+        _REFERENCES[key] = ref_gram(layers, x, y)
+    return _REFERENCES[key]
+
 # --------------------------------------------------------------------------------------------
 # 0. sanity of the reference itself (independent identities)
 # --------------------------------------------------------------------------------------------
@@ -351,14 +369,15 @@ SMALL_SPECS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(SMALL_SPECS))
-def test_small_spec_float32(name):
+@pytest.mark.parametrize("name,backend", [(name, backend) for name in sorted(SMALL_SPECS)
+                                          for backend in backends(SMALL_SPECS[name], 6, 3)])
+def test_small_spec_float32(name, backend):
     layers = SMALL_SPECS[name]
     hw = 6
     x = images(10, 2, hw, 3)
     y = images(11, 3, hw, 3)
-    lib = to_library(layers).gram(x, y, progress=False)
-    assert_close(lib, ref_gram(layers, x, y), F32)
+    lib = to_library(layers).gram(x, y, progress=False, backend=backend)
+    assert_close(lib, cached_ref_gram(("f32", name), layers, x, y), F32)
 
 
 CAST_SPECS = {
@@ -379,13 +398,14 @@ CAST_SPECS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(CAST_SPECS))
-def test_small_spec_float64(name):
+@pytest.mark.parametrize("name,backend", [(name, backend) for name in sorted(CAST_SPECS)
+                                          for backend in backends(CAST_SPECS[name], 6, 2)])
+def test_small_spec_float64(name, backend):
     layers = CAST_SPECS[name]
     x = images(20, 2, 6, 2)
     y = images(21, 3, 6, 2)
-    lib = to_library(layers).gram(x, y, progress=False)
-    assert_close(lib, ref_gram(layers, x, y), F64)
+    lib = to_library(layers).gram(x, y, progress=False, backend=backend)
+    assert_close(lib, cached_ref_gram(("f64", name), layers, x, y), F64)
 
 
 def test_cast_midway_float32_then_float64():
@@ -396,17 +416,19 @@ def test_cast_midway_float32_then_float64():
     assert_close(lib, ref_gram(layers, x, y), F32)
 
 
-def test_single_pixel_images():
+@pytest.mark.parametrize("backend", ["jax", "numba"])
+def test_single_pixel_images(backend):
     """1x1 images: every conv reduces to its centre tap / s^2."""
     layers = [("cast", "float64"), ("conv", 3), ("relu",), ("conv", 3), ("gap",)]
     x = images(32, 3, 1, 4)
     y = images(33, 2, 1, 4)
-    lib = to_library(layers).gram(x, y, progress=False)
+    lib = to_library(layers).gram(x, y, progress=False, backend=backend)
     assert_close(lib, ref_gram(layers, x, y), F64)
 
 
 @pytest.mark.slow
-def test_zero_variance_pixels():
+@pytest.mark.parametrize("backend", ["jax", "numba"])
+def test_zero_variance_pixels(backend):
     """Pixels with zero self-variance get rho = 0, so their contribution vanishes."""
     x = images(40, 2, 6, 2)
     y = images(41, 2, 6, 2)
@@ -420,21 +442,24 @@ def test_zero_variance_pixels():
         [("cast", "float64"), ("norm",), ("relu",), ("gap",)],
         [("cast", "float64"), ("conv", 3), ("norm",), ("conv", 3), ("relu",), ("gap",)],
     ):
-        lib = to_library(layers).gram(x, y, progress=False)
+        lib = to_library(layers).gram(x, y, progress=False, backend=backend)
         assert_close(lib, ref_gram(layers, x, y), F64)
 
 
 @pytest.mark.slow
-def test_symmetric_and_flip_paths():
+@pytest.mark.parametrize("backend", ["jax", "numba"])
+def test_symmetric_and_flip_paths(backend):
     layers = [("cast", "float64"), ("conv", 3), ("relu",), ("pool", 2), ("conv", 3), ("relu",), ("gap",)]
     x = images(50, 3, 4, 2)
     y = images(51, 2, 4, 2)
     spec = to_library(layers)
-    ref_xx = ref_gram(layers, x, x)
-    assert_close(spec.gram(x, progress=False), ref_xx, F64)
-    ref_flip = ref_gram(layers, x, y) + ref_gram(layers, x, y[:, :, ::-1])
-    assert_close(spec.gram(x, y, flip=True, progress=False), ref_flip, F64)
-    assert_close(spec.gram(x, y, block_size=1, progress=False), ref_gram(layers, x, y), F64)
+    ref_xx = cached_ref_gram("flip xx", layers, x, x)
+    assert_close(spec.gram(x, progress=False, backend=backend), ref_xx, F64)
+    ref_xy = cached_ref_gram("flip xy", layers, x, y)
+    ref_mirror = cached_ref_gram("flip x Fy", layers, x, y[:, :, ::-1])
+    assert_close(spec.gram(x, y, flip=True, progress=False, backend=backend), ref_xy + ref_mirror, F64)
+    assert_close(spec.gram(x, y, flip="mirror", progress=False, backend=backend), ref_mirror, F64)
+    assert_close(spec.gram(x, y, block_size=1, progress=False, backend=backend), ref_xy, F64)
 
 
 @pytest.mark.slow
@@ -469,11 +494,13 @@ MYRTLE_CASES = [
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "numba"])
 @pytest.mark.parametrize("depth,nonlin,head,gamma,precision", MYRTLE_CASES)
-def test_myrtle(depth, nonlin, head, gamma, precision):
+def test_myrtle(depth, nonlin, head, gamma, precision, backend):
     x = images(100 + depth, 2, 8, 3)
     y = images(200 + depth, 2, 8, 3)
     spec = tk.myrtle(depth, nonlin, head, gamma=gamma, precision=precision)
-    lib = spec.gram(x, y, progress=False)
-    ref = ref_gram(ref_myrtle(depth, nonlin, head, gamma), x, y)
+    lib = spec.gram(x, y, progress=False, backend=backend)
+    ref = cached_ref_gram(("myrtle", depth, nonlin, head, gamma),
+                          ref_myrtle(depth, nonlin, head, gamma), x, y)
     assert_close(lib, ref, F64 if precision == "float64" else F32)

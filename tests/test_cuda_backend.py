@@ -159,10 +159,11 @@ def test_backend_names():
 
 
 @pytest.mark.skipif(cuda.available(), reason="a GPU is visible here")
-def test_auto_picks_jax_without_a_gpu():
+def test_auto_picks_a_cpu_backend_without_a_gpu():
+    from tangentless.kernels.fused_cpu import FusedCpuBackend
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert isinstance(resolve_backend(None, myrtle(5), (8, 8, 3)), JaxBackend)
+        assert isinstance(resolve_backend(None, myrtle(5), (8, 8, 3)), FusedCpuBackend)
 
 
 def test_cuda_without_cupy_is_a_clear_error(small_images):

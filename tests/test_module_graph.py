@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: package order: a package may import itself and the ones before it
 ORDER = ("tangentless.kernels", "tangentless.solvers", "tangentless.scattering", "tangentless.benchmarks")
 #: the dependencies that ``import tangentless.kernels`` must not load
-OPTIONAL = ("cupy", "dask", "dask_cuda", "distributed", "zarr")
+OPTIONAL = ("cupy", "dask", "dask_cuda", "distributed", "numba", "zarr")
 
 
 def _modules() -> dict[str, pathlib.Path]:
