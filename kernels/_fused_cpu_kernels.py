@@ -49,8 +49,8 @@ def _box(a, t, rows, pad, r, width, scale):
                 left, right = src[lo - b * step:hi - b * step], src[lo + b * step:hi + b * step]
                 for f in range(n):
                     out[f] += left[f] + right[f]
-        for i2 in range(width):  # the border columns the flat sum wrote
-            gap = dst[(i2 + pad) * wp + pad + width:(i2 + pad) * wp + wp + pad]
+        for g in range(2 * pad):  # the border columns the flat sum wrote (strided, one per column)
+            gap = dst[pad * wp + pad + width + g:hi:wp]
             for f in range(gap.shape[0]):
                 gap[f] = 0
     for row in range(pad):  # rows outside the slab
@@ -124,31 +124,35 @@ def _pointwise(a, code, parameter, cst, rx, ix, ry, iy, off, width, lo1, d1, row
 @njit(cache=True, fastmath=_FAST)
 def _pool(a, out, line, lo1, d1, rows, pad, width, h2, w2, ph, pw):
     """Add the slab's average pool into the next stage's tensor out (h2, w2, h2, w2), flat;
-    ``line`` (width,) of the stage dtype holds a block's column sums."""
+    ``line`` ((width + 2 pad)^2,) of the stage dtype holds the sums over each block's rows."""
     wp = width + 2 * pad
     scale = 1.0 / (ph * ph * pw * pw)
+    span = (w2 - 1) * pw * wp + width  # from the first interior entry to the last block row start + width
+    base = pad * wp + pad
     for row in range(rows):
         i1 = lo1 + row
         big, k_big = i1 // ph, (i1 + d1) // ph
+        matrix = a[row + pad]
+        sums = line[:span]
+        first = matrix[base:base + span]
+        for f in range(span):  # sums[f] = sum over the pw matrix rows from f (one flat loop)
+            sums[f] = first[f]
+        for sub in range(1, pw):
+            next_rows = matrix[base + sub * wp:base + sub * wp + span]
+            for f in range(span):
+                sums[f] += next_rows[f]
         for b2 in range(w2):
-            first = (b2 * pw + pad) * wp + pad
-            src = a[row + pad][first:first + width]
-            for k in range(width):
-                line[k] = src[k]
-            for sub in range(1, pw):
-                src = a[row + pad][first + sub * wp:first + sub * wp + width]
-                for k in range(width):
-                    line[k] += src[k]
             start = ((big * w2 + b2) * h2 + k_big) * w2
             target = out[start:start + w2]
+            block = sums[b2 * pw * wp:b2 * pw * wp + width]
             if pw == 2:
                 for k2 in range(w2):
-                    target[k2] += (line[2 * k2] + line[2 * k2 + 1]) * scale
+                    target[k2] += (block[2 * k2] + block[2 * k2 + 1]) * scale
             else:
                 for k2 in range(w2):
                     s = 0.0
                     for b in range(pw):
-                        s += line[k2 * pw + b]
+                        s += block[k2 * pw + b]
                     target[k2] += s * scale
 
 
@@ -166,7 +170,7 @@ def _stage(x, y, acc, first, h, w, ph, pw, op_lo, op_hi, pad, ops, slots, rx, ix
     wp = w + 2 * pad
     h2, w2 = (h // ph, w // pw) if ph else (1, 1)
     channels = x.shape[0]
-    line = np.empty(w, a.dtype)
+    line = np.empty(wp * wp, a.dtype)
     result = 0.0
     for k1 in range(2 * h - 1):
         d1 = k1 - (h - 1)
