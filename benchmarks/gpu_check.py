@@ -14,7 +14,8 @@ repository root:
 3. times pairs/s (median of repeats after warm-up; CUDA events and host clock) and FLOP/s
    (:meth:`Plan.flop_per_pair`: 1.33e8 / 1.79e8 FLOP per Myrtle5 / Myrtle10 pair, the plan's cost
    model) of one block of the CUDA backend, fused and unfused, the 32x32 fused stage alone, the JAX
-   path on the same GPU, and a whole symmetric ``gram`` (self pass included);
+   path on the same GPU at its GPU setting (``pairs_per_step`` for the device, a block of at least
+   one step; recorded), and a whole symmetric ``gram`` (self pass included);
 4. compares with the targets (issue 5): fused stage >= 40% of the float32 rate (67 TFLOP/s, H200
    datasheet), >= 20x the JAX path, full CIFAR-10 Myrtle10 (1.75e9 pairs) < 3 hours.
 Writes ``--out`` (default: benchmarks/results/gpu_check.json under the current directory), and a
@@ -31,6 +32,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU mem
 import argparse  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import pathlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -200,6 +202,9 @@ def speed(cupy, depth, images, jax_images, repeats, rng) -> dict:
     log(f"Myrtle{depth} fused 32x32 stage: {stage_rate / 1e12:.2f} TFLOP/s = "
         f"{stage_rate / FP32_PEAK:.1%} of {FP32_PEAK / 1e12:.0f}")
 
+    from tangentless.kernels.jax_backend import pairs_per_step
+    step = pairs_per_step(32, 32)  # the JAX path at its setting for this device
+    jax_images = min(len(x), max(jax_images, math.isqrt(step)))  # a block of at least one step
     jax_backend = JaxBackend()
     xj, yj = x[:jax_images], ys[0][:jax_images]
     ixj, iyj = jax_backend.self_info(spec, xj), jax_backend.self_info(spec, yj)
@@ -210,7 +215,8 @@ def speed(cupy, depth, images, jax_images, repeats, rng) -> dict:
         jax_backend.compute_block(spec, xj, yj, ixj, iyj)
         host.append(time.perf_counter() - t)
     jax_rate = jax_images ** 2 / statistics.median(host)
-    out["jax"] = {"device": str(jax.devices()[0]), "pairs_per_block": jax_images ** 2, "host_s": host,
+    out["jax"] = {"device": str(jax.devices()[0]), "pairs_per_step": step,
+                  "pairs_per_block": jax_images ** 2, "host_s": host,
                   "pairs_per_s": jax_rate}
     out["speedup_over_jax"] = out["fused"]["pairs_per_s"] / jax_rate
     log(f"Myrtle{depth} JAX path: {jax_rate:,.0f} pairs/s on {jax.devices()[0]}; "
