@@ -3,6 +3,7 @@
 Float32 inputs use polynomial forms with one square root (XLA's float32 arccos is slow on CPU and
 extra square roots split fusions); float64 inputs use the exact formulas.
 """
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,15 +33,25 @@ def _horner(coefficients, a):
     return out
 
 
+@jax.custom_jvp
 def arccos_kernel_1(rho):
     """He-scaled degree-1 arc-cosine dual: sqrt(1 - rho^2)/pi + rho (1 - arccos(rho)/pi); 1 at rho=1.
 
     float32: the identity kappa(rho) = max(rho, 0) + sqrt(1 - |rho|) Q(|rho|), Q a smooth polynomial.
+    Its derivative is 1 - arccos(rho)/pi, finite on [-1, 1] (given as the JVP: the formulas'
+    square roots alone would give NaN at rho = 1, the diagonal of every self kernel).
     """
     if rho.dtype == jnp.float64:
         return jnp.sqrt(jnp.maximum(1.0 - rho * rho, 0.0)) / jnp.pi + rho * (1.0 - jnp.arccos(rho) / jnp.pi)
     a = jnp.abs(rho)
     return jnp.maximum(rho, 0.0) + jnp.sqrt(1.0 - a) * _horner(ARC_COSINE_REMAINDER, a)
+
+
+@arccos_kernel_1.defjvp
+def _arccos_kernel_1_jvp(primals, tangents):
+    (rho,), (tangent,) = primals, tangents
+    slope = 1.0 - jnp.arccos(jnp.clip(rho, -1.0, 1.0)) / jnp.pi
+    return arccos_kernel_1(rho), (slope * tangent).astype(rho.dtype)
 
 
 def gaussian_dual(rho, gamma):

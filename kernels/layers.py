@@ -125,6 +125,28 @@ class Layer(abc.ABC):
         """Gram matrix of this kernel; see :func:`tangentless.kernels.gram`."""
         return _gram(self, x, y, **options)
 
+    def kernel_fn(self, x1, x2=None):
+        """K (N1, N2) between image batches x1 (N1, H, W, C) and x2 (N2, H, W, C; default x1) as
+        a plain JAX function, like neural-tangents' ``kernel_fn``: it traces under ``jax.jit``,
+        ``jax.vmap`` and ``jax.grad`` (w.r.t. the images), and equals :meth:`gram` to float32
+        tolerance. For research on small batches: no validation, blocking, store or backend (all
+        pairs' tensors are built at once). Stages after a ``Cast("float64")`` compute in float64
+        only with ``jax.config.update("jax_enable_x64", True)``. The gradient of a kernel with a
+        ReLU is undefined where a correlation is exactly 1 (e.g. K(x, x)'s diagonal).
+        """
+        x1 = jnp.asarray(x1)
+        x2 = x1 if x2 is None else jnp.asarray(x2)
+
+        def infos(x):
+            return jax.vmap(lambda xi: self.self_pixel_kernel(xi[None])[1])(x)
+
+        def pair(xi, yj, ix, iy):
+            return self.pixel_kernel(xi[None], yj[None], ix, iy).reshape(())
+
+        info1, info2 = infos(x1), infos(x2)
+        row = jax.vmap(pair, in_axes=(None, 0, None, 0))
+        return jax.vmap(row, in_axes=(0, None, 0, None))(x1, x2, info1, info2)
+
     def network(self, width: int, num_outputs: int | None = None):
         """``(init, apply)`` of the finite-width network; see :func:`tangentless.kernels.network`."""
         return _network(self, width, num_outputs)
