@@ -120,6 +120,62 @@ def compare_with_sklearn(k_train, y_train, k_test, y_test, backend: str) -> dict
     return out
 
 
+def loo_by_cholesky(k: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Exact LOO residuals (a, n, c) with one Cholesky per alpha: G = K + alpha I = L L^T,
+    coef = G^-1 Y, diag G^-1 = column sums of squares of L^-1 (dtrtri), residual = coef / diag."""
+    from scipy.linalg import lapack
+    out = np.empty((len(alphas),) + y.shape)
+    for index, alpha in enumerate(alphas):
+        g = k + alpha * np.eye(len(k))
+        factor, info = lapack.dpotrf(g, lower=1, clean=1, overwrite_a=1)
+        if info:
+            raise np.linalg.LinAlgError(f"dpotrf failed ({info}) at alpha {alpha}")
+        coef = lapack.dpotrs(factor, y, lower=1)[0]
+        inverse, info = lapack.dtrtri(factor, lower=1, overwrite_c=1)
+        out[index] = coef / np.einsum("ij,ij->j", inverse, inverse)[:, None]
+    return out
+
+
+def loo_options(k: np.ndarray, labels: np.ndarray) -> dict:
+    """Seconds of the exact-LOO routes over ALPHAS on one kernel (issue 14 ask 4): the eigen path
+    with LAPACK's divide-and-conquer (evd, the default) and MRRR (evr) drivers, JAX's eigh on the
+    CPU (float64), and one Cholesky per alpha; each one's LOO residuals against the default's."""
+    import scipy.linalg
+    from ..solvers.eigen import loo_errors
+    y = np.eye(10)[labels]
+    out = {"n": len(k)}
+    reference = None
+    routes = {
+        "eigh_evd": lambda: scipy.linalg.eigh(k, driver="evd", check_finite=False),
+        "eigh_evr": lambda: scipy.linalg.eigh(k, driver="evr", check_finite=False),
+        "jax_eigh": lambda: tuple(np.asarray(a) for a in jax.jit(jnp_eigh)(k)),
+    }
+    for name, decompose in routes.items():
+        if name == "jax_eigh":
+            with jax.enable_x64(True):
+                decompose()  # compile
+                start = time.perf_counter()
+                e, v = decompose()
+        else:
+            start = time.perf_counter()
+            e, v = decompose()
+        residuals = loo_errors(np.maximum(e, 0.0), v, y, ALPHAS)
+        seconds = time.perf_counter() - start
+        reference = residuals if reference is None else reference
+        out[name] = {"seconds": round(seconds, 2), "max_difference": float(
+            np.abs(residuals - reference).max() / np.abs(reference).max())}
+    start = time.perf_counter()
+    residuals = loo_by_cholesky(k, y, ALPHAS)
+    out["cholesky_per_alpha"] = {"seconds": round(time.perf_counter() - start, 2),
+                                 "max_difference": float(np.abs(residuals - reference).max()
+                                                         / np.abs(reference).max())}
+    return out
+
+
+def jnp_eigh(k):
+    return jax.numpy.linalg.eigh(k)
+
+
 def convergence(k_train, y_train, k_test, y_test, alpha: float, backend: str) -> dict:
     """CG and Nystrom against the direct (Cholesky) solution at one alpha."""
     y = np.eye(10)[y_train]
@@ -190,6 +246,8 @@ def main(argv=None) -> None:
     parser.add_argument("--convergence-n", type=int, default=10000, help="0 skips")
     parser.add_argument("--bcd-n", type=int, default=40000, help="0 skips")
     parser.add_argument("--bcd-epochs", type=int, default=2)
+    parser.add_argument("--loo-options", action="store_true",
+                        help="also time each exact-LOO route (eigh drivers, JAX, Cholesky per alpha)")
     parser.add_argument("--bcd-block", type=int, default=2000)
     parser.add_argument("--backend", choices=("scipy", "jax"), default=None,
                         help="where tangentless' solvers run (default: jax where JAX sees a GPU)")
@@ -226,6 +284,8 @@ def main(argv=None) -> None:
         k_test = rbf(test, train[:n], gamma)
         report["selection"].append(compare_with_sklearn(k_train, train_labels[:n], k_test,
                                                         test_labels, backend))
+        if args.loo_options:
+            report["selection"][-1]["loo_options"] = loo_options(k_train, train_labels[:n])
         print(json.dumps(report["selection"][-1]), flush=True)
         save()
     if args.convergence_n:

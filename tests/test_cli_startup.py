@@ -100,8 +100,9 @@ def test_type_checking_imports_match_the_lazy_table():
 def test_backends_register_without_the_package_import():
     """A direct submodule import (as on a Dask worker) still finds the built-in backends."""
     run = _fresh("from tangentless.kernels.backend import backend_names, create_backend\n"
-                 "result = [backend_names(), type(create_backend('jax')).__name__]")
-    assert run["result"] == [["jax", "cuda"], "JaxBackend"]
+                 "result = [backend_names(), type(create_backend('jax')).__name__,\n"
+                 "          type(create_backend('numba')).__name__]")
+    assert run["result"] == [["jax", "numba", "cuda"], "JaxBackend", "FusedCpuBackend"]
 
 
 def test_a_backend_registered_before_the_built_ins_load_keeps_its_name():
