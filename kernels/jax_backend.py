@@ -81,6 +81,7 @@ class JaxBackend:
     runs every spec. ``pairs``: image pairs per step (None: :func:`pairs_per_step` for the
     device)."""
     name = "jax"
+    pairs: int | None = None  # (a class default: subclasses that skip __init__ keep working)
 
     def __init__(self, pairs: int | None = None):
         if pairs is not None and (not isinstance(pairs, int) or pairs < 1):
