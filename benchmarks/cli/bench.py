@@ -157,7 +157,7 @@ def add_command(subparsers) -> None:
                     "Every method selects its hyperparameters on each trial's training images only "
                     "(--grid). The kernel's pool matrix is computed once per grid point (ZCA bias x "
                     "flips), its test rows once per chosen point (the main cost: about P^2/2 per "
-                    "point plus T P per chosen point, x2 with flips, ~450 kernel evaluations/s for "
+                    "point plus T P per chosen point, x2 with flips, ~900 kernel evaluations/s (the numba backend) for "
                     "Myrtle5 at 32x32 on 2 CPU cores) and cached in --out. Rerunning into the same --out with more sizes, "
                     "trials or methods adds to the results there (e.g. many kernel trials, then a "
                     "few network trials); other changes need a new --out. Default data: the exact "
@@ -225,7 +225,7 @@ def add_command(subparsers) -> None:
                    help="comma-separated training-set sizes to measure, multiples of the number of "
                         f"classes (default {','.join(map(str, FULL_DATA_SIZES))}; with "
                         f"--generalization {','.join(map(str, GENERALIZATION_SIZES))}). The kernel "
-                        "costs about (n^2/2 + T n) x 2 pairs with flips per grid point, ~450 pairs/s "
+                        "costs about (n^2/2 + T n) x 2 pairs with flips per grid point, ~900 pairs/s "
                         "for Myrtle5 at 32x32 on 2 CPU cores")
     _common_arguments(c, pathlib.Path("results-cifar10"), None,
                       f"{','.join(FULL_DATA_METHODS)}; with --generalization {GENERALIZATION_METHODS}")
