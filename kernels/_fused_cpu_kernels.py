@@ -18,9 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._fused_ops import CONV, GAUSSIAN, NORMALIZE, RELU  # POLYNOMIAL: every other pointwise code
 from ._nonlin import ARC_COSINE_REMAINDER
-
-_CONV, _RELU, _GAUSSIAN, _POLYNOMIAL, _NORMALIZE = 0, 1, 2, 3, 4
 # fastmath without nnan / ninf: a NaN must still reach the engine's finiteness check
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _Q = np.asarray(ARC_COSINE_REMAINDER, dtype=np.float64)
@@ -93,22 +92,22 @@ def _pointwise(a, code, parameter, cst, rx, ix, ry, iy, off, width, lo1, d1, row
         for i2 in range(width):
             sx, jx = rx[ox + i2], ix[ox + i2]
             v = a[row + pad][(i2 + pad) * wp + pad:(i2 + pad) * wp + pad + width]
-            if code == _NORMALIZE:
+            if code == NORMALIZE:
                 for k2 in range(width):
                     v[k2] = min(max(v[k2] * jx * iyv[k2], -one), one)
-            elif code == _RELU and not exact:
+            elif code == RELU and not exact:
                 for k2 in range(width):
                     rho = min(max(v[k2] * jx * iyv[k2], -one), one)
                     m = abs(rho)
                     poly = (((((((q8 * m + q7) * m + q6) * m + q5) * m + q4) * m + q3) * m + q2) * m
                             + q1) * m + q0
                     v[k2] = sx * ryv[k2] * (max(rho, zero) + np.sqrt(one - m) * poly)
-            elif code == _RELU:
+            elif code == RELU:
                 for k2 in range(width):
                     rho = min(max(v[k2] * jx * iyv[k2], -one), one)
                     v[k2] = sx * ryv[k2] * (np.sqrt(max(one - rho * rho, zero)) * inv_pi
                                             + rho * (one - np.arccos(rho) * inv_pi))
-            elif code == _GAUSSIAN:
+            elif code == GAUSSIAN:
                 for k2 in range(width):
                     rho = min(max(v[k2] * jx * iyv[k2], -one), one)
                     v[k2] = sx * ryv[k2] * np.exp(gamma * (rho - one))
@@ -200,7 +199,7 @@ def _stage(x, y, acc, first, h, w, ph, pw, op_lo, op_hi, pad, ops, slots, rx, ix
                         v[k2] = src[k2]
         for o in range(op_lo, op_hi):
             code = int(ops[o, 0])
-            if code == _CONV:
+            if code == CONV:
                 r = int(ops[o, 1])
                 cst[13] = 1.0 / (2 * r + 1) ** 2
                 _box(a, t, rows, pad, r, w, cst[13])

@@ -27,15 +27,13 @@ import importlib.util
 import jax
 import numpy as np
 
+from ._fused_ops import CONV, GAUSSIAN, NORMALIZE, POLYNOMIAL, RELU
 from .backend import register_backend
 from .jax_backend import JaxBackend
 from .layers import AvgPool, Cast, Conv, Gaussian, GlobalAvgPool, Normalize, Polynomial, Relu, Serial
 from .layout import default_block_size
 
 __all__ = ["FusedCpuBackend", "fused_program", "available"]
-
-# op codes of a stage program (rows of the ops table: code, parameter, map slot)
-_CONV, _RELU, _GAUSSIAN, _POLYNOMIAL, _NORMALIZE = 0, 1, 2, 3, 4
 
 
 def available() -> bool:
@@ -51,14 +49,22 @@ class FusedProgram:
     stages: int64 (S, 8) rows (h, w, pool_h, pool_w, float64?, first op, end op, conv radius);
     pool (0, 0) for the last stage, whose size must be 1x1. ops: float64 (O, 3) rows (code,
     parameter, map slot). slots: per pointwise layer, (layer index in the spec, h, w, offset in
-    the per-image maps). map_length: entries of one image's maps.
+    the per-image maps).
     """
 
-    def __init__(self, stages, ops, slots, map_length):
+    def __init__(self, stages, ops, slots):
         self.stages = np.asarray(stages, dtype=np.int64).reshape(-1, 8)
         self.ops = np.asarray(ops, dtype=np.float64).reshape(-1, 3)
         self.slots = tuple(slots)
-        self.map_length = int(map_length)
+
+
+def _pointwise_code(layer) -> tuple[int, float]:
+    """(op code, parameter) of a nonlinearity or Normalize."""
+    if isinstance(layer, Gaussian):
+        return GAUSSIAN, float(layer.gamma)
+    if isinstance(layer, Polynomial):
+        return POLYNOMIAL, float(layer.degree)
+    return (RELU if isinstance(layer, Relu) else NORMALIZE), 0.0
 
 
 def _flat_layers(spec):
@@ -75,7 +81,7 @@ def fused_program(spec, image_shape: tuple[int, int, int]) -> FusedProgram | str
     offset = 0
 
     def close(pool_h, pool_w):
-        radius = max([int(p) for c, p, _ in stage_ops if c == _CONV], default=0)
+        radius = max([int(p) for c, p, _ in stage_ops if c == CONV], default=0)
         stages.append((h, w, pool_h, pool_w, dtype == "float64", len(ops), len(ops) + len(stage_ops),
                        radius))
         ops.extend(stage_ops)
@@ -88,14 +94,9 @@ def fused_program(spec, image_shape: tuple[int, int, int]) -> FusedProgram | str
             dtype = layer.dtype
         elif isinstance(layer, Conv):
             if layer.size > 1:
-                stage_ops.append((_CONV, layer.size // 2, -1))
+                stage_ops.append((CONV, layer.size // 2, -1))
         elif isinstance(layer, (Relu, Gaussian, Polynomial, Normalize)):
-            code, parameter = {Relu: (_RELU, 0.0), Normalize: (_NORMALIZE, 0.0)}.get(type(layer), (None, None))
-            if isinstance(layer, Gaussian):
-                code, parameter = _GAUSSIAN, float(layer.gamma)
-            elif isinstance(layer, Polynomial):
-                code, parameter = _POLYNOMIAL, float(layer.degree)
-            stage_ops.append((code, parameter, len(slots)))
+            stage_ops.append((*_pointwise_code(layer), len(slots)))
             slots.append((index, h, w, offset))
             offset += h * w
         elif isinstance(layer, (AvgPool, GlobalAvgPool)):
@@ -110,11 +111,11 @@ def fused_program(spec, image_shape: tuple[int, int, int]) -> FusedProgram | str
     if (h, w) != (1, 1):
         return f"the spec ends at {h}x{w} maps, not 1x1"
     close(0, 0)
-    return FusedProgram(stages, ops, slots, offset)
+    return FusedProgram(stages, ops, slots)
 
 
 def image_maps(program: FusedProgram, infos, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sqrt(n), 1/sqrt(n) or 0 where n = 0), each (count, map_length) float64, from the JAX
+    """(sqrt(n), 1/sqrt(n) or 0 where n = 0), each (count, total map entries) float64, from the JAX
     backend's infos of ``count`` images (per layer; variances (count, 1, h, w) for the pointwise
     layers)."""
     columns = [np.zeros((count, 0))]
@@ -129,7 +130,7 @@ def image_maps(program: FusedProgram, infos, count: int) -> tuple[np.ndarray, np
 
 
 class FusedCpuBackend:
-    """Gram backend "numba": the fused offset-plane kernel on the CPU (module docstring)."""
+    """Gram backend "numba": the fused offset-slab kernel on the CPU (module docstring)."""
     name = "numba"
 
     def __init__(self):
