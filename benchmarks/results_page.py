@@ -77,7 +77,7 @@ def store_progress(folder: pathlib.Path) -> list[dict]:
 
 def _cell(row: dict | None, wanted: int | None) -> str:
     if row is None:
-        return f"running: 0 of {wanted} trials" if wanted else "not run yet"
+        return f"asked: 0 of {wanted} trials done" if wanted else "not run yet"
     text = f"{percent(row['mean'], row['std'])} ({row['trials']})"
     return text if not wanted or row["trials"] >= wanted else f"{text}, {wanted} asked"
 
@@ -103,7 +103,8 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
           "n/a" if t["cnn_std"] is None else f"{100 * t['cnn_std']:.1f}",
           f"{t['trials'][0]}, {t['trials'][1]}",
           "n/a" if t["met"] is None else ("yes" if t["met"] else "no")] for t in target])
-    text = (f"## Small-data protocol ({payload['data']})\n\n"
+    folder = payload["_path"].parent.name
+    text = (f"## Small-data protocol ({payload['data']}, `{folder}/`)\n\n"
             f"Pool of {config['pool_size']} class-balanced training images (seed {config['seed']}), "
             f"fixed test set of {config['test_size']} images; trials draw nested class-balanced "
             "subsets of the pool (at n = pool size every trial uses the whole pool and only the "
@@ -117,8 +118,8 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
             + "\n### Selection (training data only)\n\n" + selection_table(payload["records"])
             + "\n### Budgets\n\n" + markdown_table(["method", "configuration"], [
                 [m, line] for m, line in method_descriptions(payload).items()])
-            + f"\nMachine: {_machine(payload)}. Plots: `small_data/small_data.png` (accuracy "
-            "against n), `small_data/small_data_cost.png` (accuracy against cost seconds).\n")
+            + f"\nMachine: {_machine(payload)}. Plots: `{folder}/small_data.png` (accuracy "
+            f"against n), `{folder}/small_data_cost.png` (accuracy against cost seconds).\n")
     return text, {"summary": summary, "network_target": target, "config": config,
                   "requested": [{"method": m, "n": n, "trials": t} for (m, n), t in wanted.items()],
                   "kernel_stores": stores}
@@ -157,6 +158,7 @@ def _full_data_section(payload: dict) -> tuple[str, dict]:
 
 SECTIONS = [("quickstart", "quickstart/quickstart.json", _quickstart_section),
             ("small_data", "small_data/small_data.json", _small_data_section),
+            ("small_data_kernel", "small_data_kernel/small_data.json", _small_data_section),
             ("architectures", "architectures/architectures.json", _architectures_section),
             ("full_data", "full_data/full_data.json", _full_data_section)]
 

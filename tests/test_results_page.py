@@ -63,4 +63,4 @@ def test_page_lists_requested_trials_and_store_progress(tmp_path):
     # a request not started yet (only the session's request on file): asked for, shown as running
     payload["sessions"].append({"request": {"sizes": [10], "methods": ["kernel"], "trials": [3]}})
     assert results_page.requested_trials(payload)[("kernel", 10)] == 3
-    assert results_page._cell(None, 3) == "running: 0 of 3 trials"
+    assert results_page._cell(None, 3) == "asked: 0 of 3 trials done"
