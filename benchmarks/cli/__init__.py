@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.gram` (``gram``: a Myrtle kernel matrix and its cost),
 :mod:`.models` (``quickstart``, ``fit``, ``predict``), :mod:`.bench` (``bench small-data | cifar10 |
-imagenet``: the experiments); :mod:`.arguments` holds the argument types and helpers they share.
+imagenet``: the experiments), :mod:`.shifts` (``shifts``: shifted test sets); :mod:`.arguments` holds the argument types and helpers they share.
 Each command sets ``run`` (its handler) and, where it reports errors through its parser, ``parser``.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, gram, models
+from . import bench, gram, models, shifts
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     gram.add_command(commands)
     models.add_commands(commands)
     bench.add_command(commands)
+    shifts.add_command(commands)
     return parser
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:   # before the missing-command check: a top-level --bogus is named as such
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
-        parser.error("choose a command: gram, quickstart, fit, predict or bench")
+        parser.error("choose a command: gram, quickstart, fit, predict, bench or shifts")
     try:
         return args.run(args)
     except USER_ERRORS as err:
