@@ -15,7 +15,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: what neither the parser nor ``import tangentless.kernels`` may load (top-level module names)
 HEAVY = ("jax", "jaxlib", "sklearn", "scipy", "matplotlib", "PIL", "zarr", "dask", "optax", "kymatio",
-         "tqdm")
+         "tqdm", "numba", "cv2", "skimage", "imagecorruptions")
 
 
 def _fresh(code: str) -> dict:
@@ -45,7 +45,7 @@ def test_building_the_parser_loads_no_heavy_library():
 @pytest.mark.parametrize("argv", [
     ["--help"], ["--version"], ["gram", "--help"], ["quickstart", "--help"], ["fit", "--help"], ["predict", "--help"],
     ["bench", "--help"], ["bench", "small-data", "--help"], ["bench", "architectures", "--help"],
-    ["bench", "cifar10", "--help"], ["bench", "imagenet", "--help"]])
+    ["bench", "cifar10", "--help"], ["bench", "imagenet", "--help"], ["shifts", "--help"]])
 def test_help_loads_no_heavy_library(argv):
     run = _fresh(f"from tangentless.benchmarks.cli import main\nmain({argv!r})")
     assert run["exit"] == 0
@@ -57,6 +57,7 @@ def test_help_loads_no_heavy_library(argv):
     (["bench", "small-data", "--methods", "svm"], "unknown method(s) ['svm']"),
     (["gram", "--arch", "myrtle6"], "invalid choice: 'myrtle6'"),
     (["fit", "--set", "kernel.flip"], "expected METHOD.NAME=VALUE"),
+    (["shifts", "--seed", "x"], "invalid int value: 'x'"),
     (["bogus"], "invalid choice: 'bogus'")])
 def test_argument_errors_load_no_heavy_library(argv, message):
     run = _fresh(f"from tangentless.benchmarks.cli import main\nmain({argv!r})")
