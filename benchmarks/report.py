@@ -184,10 +184,11 @@ def plot_accuracy_vs_cost(summary: list[dict], path: str | pathlib.Path, chance:
 
 
 def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0: float,
-                    title: str = "") -> pathlib.Path:
-    """PNG of re-collected vs original test accuracy (``models``: ``{"name", "orig", "new"}``,
-    fractions) on logit axes, where the fit logit(new) = b1 logit(orig) + b0 is a straight line;
-    the dashed diagonal is new = orig (no drop)."""
+                    title: str = "", new_label: str = "accuracy on the re-collected test set"
+                    ) -> pathlib.Path:
+    """PNG of new (re-collected or shifted, axis label ``new_label``) vs original test accuracy
+    (``models``: ``{"name", "orig", "new"}``, fractions) on logit axes, where the fit logit(new)
+    = b1 logit(orig) + b0 is a straight line; the dashed diagonal is new = orig (no drop)."""
     fig = Figure(figsize=(5.6, 5.0), layout="constrained")
     ax = fig.add_subplot()
     values = [m[key] for m in models for key in ("orig", "new")]
@@ -209,7 +210,7 @@ def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0:
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_xlabel("accuracy on the original test set")
-    ax.set_ylabel("accuracy on the re-collected test set")
+    ax.set_ylabel(new_label)
     ax.set_title(textwrap.fill(title, 60), fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

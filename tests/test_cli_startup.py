@@ -45,7 +45,8 @@ def test_building_the_parser_loads_no_heavy_library():
 @pytest.mark.parametrize("argv", [
     ["--help"], ["--version"], ["gram", "--help"], ["quickstart", "--help"], ["fit", "--help"], ["predict", "--help"],
     ["bench", "--help"], ["bench", "small-data", "--help"], ["bench", "architectures", "--help"],
-    ["bench", "cifar10", "--help"], ["bench", "imagenet", "--help"], ["shifts", "--help"]])
+    ["bench", "cifar10", "--help"], ["bench", "imagenet", "--help"], ["bench", "shifts", "--help"],
+    ["shifts", "--help"]])
 def test_help_loads_no_heavy_library(argv):
     run = _fresh(f"from tangentless.benchmarks.cli import main\nmain({argv!r})")
     assert run["exit"] == 0

@@ -79,3 +79,17 @@ def test_smaller_test_sets_give_wider_intervals_and_unpaired_sets_work():
         (lo, hi), = [result["rho_interval"][1]]
         widths.append(hi - lo)
     assert widths[0] > 2 * widths[1]
+
+
+def test_pooled_paired_sets_average_their_members():
+    rng = np.random.default_rng(3)
+    n = 400
+    family = [0.4, 0.5, 0.6, 0.7]
+    orig = np.stack([_model(rng, a, a, n)[0] for a in family])
+    # two shifted sets of the same images: accuracies a - 0.1 and a - 0.2, pooled a - 0.15
+    new = np.stack([np.stack([_model(rng, a, a - 0.1, n)[1], _model(rng, a, a - 0.2, n)[1]])
+                    for a in family])
+    result = R.bootstrap_effective_robustness(orig, new, [0, 1, 2, 3], paired=True, replicates=50)
+    assert result["accuracy_new"] == pytest.approx([a - 0.15 for a in family], abs=1e-9)
+    with pytest.raises(ValueError, match="pooled sets are paired"):
+        R.bootstrap_effective_robustness(orig, new, [0, 1], paired=False)

@@ -1,7 +1,8 @@
 """The ``tangentless bench`` command: the benchmark experiments ``small-data`` (the kernel paper's
 protocol), ``architectures`` (network against kernel error across Myrtle depths), ``cifar10`` (accuracy against measured compute at several sizes with a projection to
-full CIFAR-10, or CIFAR-10.1 generalization) and
-``imagenet`` (ImageNet -> ImageNetV2 generalization)."""
+full CIFAR-10, or CIFAR-10.1 generalization),
+``imagenet`` (ImageNet -> ImageNetV2 generalization) and ``shifts`` (corruptions, deformations and
+the JPEG shift, with effective robustness)."""
 from __future__ import annotations
 
 import pathlib
@@ -119,6 +120,30 @@ def run_imagenet(args) -> int:
     return 0
 
 
+def run_shifts(args) -> int:
+    from ..experiments import shifts
+    (train_x, train_y), (test_x, test_y), name = train_test(args)
+    data = args.data or resolve_data(CIFAR_SUBSET)
+    test_path = data / "test.npz" if data.is_dir() else args.test
+    with np.load(test_path, allow_pickle=False) as npz:
+        if "index" not in npz.files:
+            args.parser.error(f"{test_path} has no 'index' array (the official test indices the "
+                              "shifted sets are matched by)")
+        index = npz["index"]
+    severities = tuple(args.severities)
+    if any(s not in range(1, 6) for s in severities):
+        args.parser.error(f"--severities must lie in 1..5; got {','.join(map(str, severities))}")
+    config = shifts.ShiftsConfig(
+        n=args.n, methods=args.methods, shifts=tuple(args.shifts.split(",")) if args.shifts else None,
+        severities=severities, test_size=args.test_size, reference=args.reference,
+        replicates=args.replicates, seed=args.seed, params=method_settings(args),
+        grids=selection_grids(args, METHODS))
+    shifts.run((train_x, train_y), (test_x, test_y, index), args.shifted, config, report_folder(args),
+               data=name, progress=not args.quiet)
+    print((args.out / "shifts.md").read_text())
+    return 0
+
+
 def _common_arguments(p, out_default: pathlib.Path, methods_default: str | None,
                       methods_help: str = "", *, with_methods: bool = True) -> None:
     if with_methods:
@@ -142,13 +167,13 @@ def _common_arguments(p, out_default: pathlib.Path, methods_default: str | None,
 
 
 def add_command(subparsers) -> None:
-    """Add ``bench`` (small-data | architectures | cifar10 | imagenet) to an ``add_subparsers()`` object."""
+    """Add ``bench`` (small-data | architectures | cifar10 | imagenet | shifts) to an ``add_subparsers()`` object."""
     b = subparsers.add_parser(
-        "bench", help="run an experiment: small-data, architectures, cifar10 or imagenet",
+        "bench", help="run an experiment: small-data, architectures, cifar10, imagenet or shifts",
         description="Run one of the benchmark experiments; each writes JSON, a Markdown table and "
                     "plots to --out and resumes there when rerun with the same settings.")
     targets = b.add_subparsers(dest="target", required=True,
-                               metavar="{small-data,architectures,cifar10,imagenet}")
+                               metavar="{small-data,architectures,cifar10,imagenet,shifts}")
 
     s = targets.add_parser(
         "small-data", help="the kernel paper's small-data protocol (n = 10 ... 1280, several trials)",
@@ -255,3 +280,32 @@ def add_command(subparsers) -> None:
                    help="training-set sizes, multiples of the number of classes (default: all loaded)")
     _common_arguments(i, pathlib.Path("results-imagenet"), "scattering,kernel")
     i.set_defaults(run=run_imagenet, parser=i)
+
+    h = targets.add_parser(
+        "shifts", help="distribution shift: corruptions, deformations, JPEG; effective robustness",
+        description="Train the methods (hyperparameters selected on the training images) and a "
+                    "family of CNN variants (fixed settings) on n class-balanced training images; "
+                    "test each on the clean test images and on every shifted set in --shifted "
+                    "(made by `tangentless shifts` from the same test images); per shift, per "
+                    "corruption family and over all corruptions: accuracy, the logit-linear fit "
+                    "over the family, effective robustness with bootstrap intervals, mCA and "
+                    "relative mCE. The kernel's cost is T n pairs per shifted set (x2 with flips): "
+                    "choose --test-size and --severities to fit the budget. Resumes in --out.")
+    h.add_argument("--data", type=pathlib.Path,
+                   help="folder with train.npz and test.npz (test.npz with 'index'), or a training "
+                        ".npz (then --test)")
+    h.add_argument("--test", type=existing_file, help="test .npz when --data is a file")
+    h.add_argument("--shifted", type=existing_folder, required=True,
+                   help="folder of shifted sets written by `tangentless shifts`")
+    h.add_argument("--shifts", help="comma-separated shifted sets to use (default: all in --shifted)")
+    h.add_argument("--severities", type=positive_ints, default=(1, 2, 3, 4, 5),
+                   help="comma-separated severities 1..5 (default all)")
+    h.add_argument("--n", type=int, default=500, help="training images (default 500)")
+    h.add_argument("--test-size", type=int,
+                   help="class-balanced subset of the test images, the same in every shifted set "
+                        "(default: all)")
+    h.add_argument("--reference", default="resnet",
+                   help="the model mCE is relative to (default resnet: ResNet-9 x1/8)")
+    h.add_argument("--replicates", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    _common_arguments(h, pathlib.Path("results-shifts"), "kernel,scattering,istc,cnn,resnet")
+    h.set_defaults(run=run_shifts, parser=h)

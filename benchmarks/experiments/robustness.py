@@ -65,9 +65,12 @@ def relative_mce(errors, clean_error: float, reference_errors, reference_clean_e
 
 
 def _accuracies(correct: np.ndarray, index: np.ndarray) -> np.ndarray:
-    # clipped half an image away from 0 and 1 so that a logit exists in every resample
-    n = correct.shape[1]
-    return np.clip(correct[:, index].mean(axis=1), 0.5 / n, 1 - 0.5 / n)
+    """Per model, the accuracy over images ``index`` of correct (M, N) or (M, G, N) (G sets of the
+    same N images: their mean), clipped half an image away from 0 and 1 so that a logit exists in
+    every resample."""
+    n = correct.shape[-1] * (correct.shape[1] if correct.ndim == 3 else 1)
+    mean = correct[..., index].reshape(len(correct), -1).mean(axis=1)
+    return np.clip(mean, 0.5 / n, 1 - 0.5 / n)
 
 
 def bootstrap_effective_robustness(orig_correct, new_correct, reference, *, paired: bool,
@@ -75,21 +78,23 @@ def bootstrap_effective_robustness(orig_correct, new_correct, reference, *, pair
     """The fit over the reference models and every model's effective robustness, with intervals.
 
     orig_correct: bool (M, N) per model and original test image; new_correct: bool (M, N') on
-    the shifted set (N' = N and the same images in the same order when ``paired``); reference:
+    the shifted set (N' = N and the same images in the same order when ``paired``), or, paired,
+    (M, G, N): G shifted sets of the same N images pooled (a family of corruptions, all its
+    severities), each resample drawing the same images in all of them; reference:
     bool (M,) or indices, the models that define the fit (at least 2). Returns {"b1", "b0",
     "residual_std" (the fit's residual standard deviation in logit units), "rho" (M,), each with
     "interval" (lo, hi) (percentile bootstrap at ``level`` over ``replicates`` resamples of the
     test images), plus "accuracy_orig", "accuracy_new" (M,)}. Point estimates use the full sets.
     """
     orig, new = np.asarray(orig_correct), np.asarray(new_correct)
-    if orig.dtype != bool or new.dtype != bool or orig.ndim != 2 or new.ndim != 2:
+    if orig.dtype != bool or new.dtype != bool or orig.ndim != 2 or new.ndim not in (2, 3):
         raise ValueError(f"correctness must be boolean (models, images); got {orig.dtype} {orig.shape}, "
                          f"{new.dtype} {new.shape}")
     if orig.shape[0] != new.shape[0]:
         raise ValueError(f"{orig.shape[0]} models on the original set but {new.shape[0]} on the new one")
-    if paired and orig.shape != new.shape:
-        raise ValueError(f"a paired shift needs the same images in both sets; got {orig.shape[1]} "
-                         f"and {new.shape[1]}")
+    if (paired and new.shape[-1] != orig.shape[1]) or (new.ndim == 3 and not paired):
+        raise ValueError(f"a paired shift needs the same images in both sets (and pooled sets "
+                         f"are paired); got {orig.shape[1]} and {new.shape[-1]}")
     reference = np.asarray(reference)
     reference = np.flatnonzero(reference) if reference.dtype == bool else reference.astype(int)
     if len(reference) < 2:
@@ -104,7 +109,7 @@ def bootstrap_effective_robustness(orig_correct, new_correct, reference, *, pair
         spread = float(np.sqrt(np.sum(residual ** 2) / max(len(reference) - 2, 1)))
         return b1, b0, spread, effective_robustness(a, b, b1, b0)
 
-    n, n_new = orig.shape[1], new.shape[1]
+    n, n_new = orig.shape[1], new.shape[-1]
     b1, b0, spread, rho = estimate(np.arange(n), np.arange(n_new))
     rng = np.random.default_rng(seed)
     draws = []
@@ -128,5 +133,6 @@ def bootstrap_effective_robustness(orig_correct, new_correct, reference, *, pair
             "residual_std_interval": interval([d[2] for d in draws]),
             "rho_interval": interval([d[3] for d in draws]), "replicates": len(draws), "level": level,
             "paired": paired, "reference": reference.tolist(),
-            "accuracy_orig": orig.mean(axis=1).tolist(), "accuracy_new": new.mean(axis=1).tolist(),
+            "accuracy_orig": orig.mean(axis=1).tolist(),
+            "accuracy_new": new.reshape(len(new), -1).mean(axis=1).tolist(),
             "predicted_new": sigmoid(b1 * logit(_accuracies(orig, np.arange(n))) + b0).tolist()}

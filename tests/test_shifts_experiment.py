@@ -1,0 +1,142 @@
+"""The distribution-shift experiment (tangentless.benchmarks.experiments.shifts) end to end on real
+CIFAR-10 images and shifted sets made in the test, and its analysis on synthetic records."""
+import json
+
+import numpy as np
+import pytest
+
+from tangentless.benchmarks import corruptions as C
+from tangentless.benchmarks.datasets import balanced_subset
+from tangentless.benchmarks.experiments import robustness, shifts
+from tangentless.benchmarks.experiments.methods import all_params
+from tangentless.benchmarks.experiments.selection import select_and_fit
+
+
+@pytest.fixture(scope="module")
+def shifted_folder(cifar10_subset, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shifted")
+    images, labels = cifar10_subset[2][:60], cifar10_subset[3][:60]
+    index = np.arange(60)
+    C.write_shifted_sets(images, labels, folder, names=("contrast", "fog"), indices=index,
+                         progress=False)
+    jpeg = np.stack([C.corrupt(x, "jpeg_compression", 5, np.random.default_rng(0)) for x in images])
+    C.write_jpeg_set((images, labels, index), (jpeg, labels, index), folder)
+    return folder
+
+
+def _config(**changes):
+    params = all_params({"scattering": {"J": 1}})
+    # deterministic members of different accuracy (a CNN family trains minutes, not seconds)
+    family = (shifts.FamilyMember("scattering", (("J", 2), ("alphas", [1e-3]))),
+              shifts.FamilyMember("scattering", (("J", 1), ("alphas", [10.0]))))
+    config = shifts.ShiftsConfig(n=40, methods=("scattering",), family=family, severities=(1, 5),
+                                 test_size=20, reference="scattering", replicates=50,
+                                 params=params, grids={"scattering": {}})
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_end_to_end_accuracies_match_an_independent_fit_and_the_run_resumes(
+        cifar10_subset, shifted_folder, tmp_path):
+    train_x, train_y, test_x, test_y = cifar10_subset
+    test = (test_x[:60], test_y[:60], np.arange(60))
+    out = tmp_path / "out"
+    payload = shifts.run((train_x, train_y), test, shifted_folder, _config(), out, progress=False)
+    assert set(payload["sets"]) == {"contrast@1", "contrast@5", "fog@1", "fog@5", "jpeg"}
+    records = {r["name"]: r for r in payload["records"]}
+    assert set(records) == {"scattering", "scattering J=2, alphas=[0.001]", "scattering J=1, alphas=[10.0]"}
+    # the same method fitted here, outside the experiment, on the same training subset
+    subset = balanced_subset(train_y, 40, seed=0)
+    keep = balanced_subset(test[1], 20, seed=0)
+    model, *_ = select_and_fit("scattering", all_params({"scattering": {"J": 1}})["scattering"], {},
+                               train_x[subset], train_y[subset])
+    assert records["scattering"]["accuracy"]["clean"] == pytest.approx(
+        np.mean(model.predict(test_x[keep]) == test_y[keep]))
+    contrast, _, index, _ = C.load_shifted_set(shifted_folder, "contrast")
+    assert records["scattering"]["accuracy"]["contrast@5"] == pytest.approx(
+        np.mean(model.predict(contrast[4][keep]) == test_y[keep]))
+    groups = payload["analysis"]["groups"]
+    assert set(groups) == {"contrast", "fog", "jpeg", "family: digital", "family: weather",
+                           "all corruptions"}
+    names = payload["analysis"]["models"]
+    pooled = groups["all corruptions"]["accuracy_new"][names.index("scattering")]
+    assert pooled == pytest.approx(np.mean([records["scattering"]["accuracy"][k]
+                                            for k in ("contrast@1", "contrast@5", "fog@1", "fog@5")]))
+    assert (out / "shifts_weather.png").is_file() and (out / "shifts_jpeg.png").is_file()
+    assert "eff. robustness" in (out / "shifts.md").read_text()
+    # a rerun trains nothing: every record keeps the first session's index
+    again = shifts.run((train_x, train_y), test, shifted_folder, _config(), out, progress=False)
+    assert len(again["sessions"]) == 2 and {r["session"] for r in again["records"]} == {0}
+
+
+def test_shifted_sets_that_do_not_match_the_test_images_are_refused(cifar10_subset, shifted_folder,
+                                                                  tmp_path):
+    train_x, train_y, test_x, test_y = cifar10_subset
+    with pytest.raises(ValueError, match="lacks test images of official index"):
+        shifts.run((train_x, train_y), (test_x[:80], test_y[:80], np.arange(80)), shifted_folder,
+                   _config(test_size=None), tmp_path, progress=False)
+    labels = test_y[:60].copy()
+    labels[:30] = (labels[:30] + 1) % 10
+    with pytest.raises(ValueError, match="disagrees with the test set's labels"):
+        shifts.run((train_x, train_y), (test_x[:60], labels, np.arange(60)), shifted_folder,
+                   _config(test_size=None), tmp_path, progress=False)
+
+
+def test_corruption_errors_in_the_analysis_match_the_formulas():
+    rng = np.random.default_rng(0)
+    n, severities = 50, [1, 2, 3, 4, 5]
+    sets = [f"{c}@{s}" for c in C.CORRUPTIONS for s in severities]
+    records = []
+    for name, role, level in (("ref", "method", 0.7), ("a", "family", 0.6), ("b", "family", 0.8),
+                              ("c", "family", 0.5)):
+        correct = {k: rng.random(n) < level - 0.03 * int(k.split("@")[1]) for k in sets}
+        correct["clean"] = rng.random(n) < level
+        records.append({"name": name, "role": role,
+                        "accuracy": {k: float(v.mean()) for k, v in correct.items()},
+                        "correct": {k: shifts._pack(v) for k, v in correct.items()}})
+    payload = {"records": records, "test_size": n, "sets": sets, "severities": severities,
+               "reference": "ref", "replicates": 20, "seed": 0}
+    analysis = shifts.analyze(json.loads(json.dumps(payload)))
+    assert analysis["corruption"]["ref"]["relative_mce"] == pytest.approx(1.0)
+    a = {r["name"]: r for r in records}["a"]
+    errors = np.array([[1 - a["accuracy"][f"{c}@{s}"] for s in severities] for c in C.CORRUPTIONS])
+    ref = records[0]
+    ref_errors = np.array([[1 - ref["accuracy"][f"{c}@{s}"] for s in severities] for c in C.CORRUPTIONS])
+    assert analysis["corruption"]["a"]["mca"] == pytest.approx(1 - errors.mean())
+    assert analysis["corruption"]["a"]["mce"] == pytest.approx(
+        np.mean(errors.sum(1) / ref_errors.sum(1)))
+    assert analysis["corruption"]["a"]["relative_mce"] == pytest.approx(robustness.relative_mce(
+        errors, 1 - a["accuracy"]["clean"], ref_errors, 1 - ref["accuracy"]["clean"]))
+    assert len(analysis["groups"]["all corruptions"]["sets"]) == 75
+
+
+def test_a_family_tied_on_the_clean_images_gives_no_fit_and_says_why(tmp_path):
+    n, correct = 20, np.arange(20) < 10
+    records = [{"name": name, "role": role, "accuracy": {"clean": 0.5, "fog@1": 0.5},
+                "correct": {"clean": shifts._pack(correct), "fog@1": shifts._pack(correct)}}
+               for name, role in (("m", "method"), ("a", "family"), ("b", "family"))]
+    payload = {"records": records, "test_size": n, "sets": ["fog@1"], "severities": [1],
+               "reference": "m", "replicates": 10, "seed": 0, "n": 10, "methods": {}}
+    out = shifts.write_outputs(payload, tmp_path)
+    assert "different original accuracies" in out["analysis"]["groups"]["fog"]["no_fit"]
+    assert "No fit over the family" in (tmp_path / "shifts.md").read_text()
+
+
+def test_the_command_refuses_a_test_set_without_indices_and_bad_severities(
+        cifar10_subset, shifted_folder, tmp_path, capsys):
+    from tangentless.benchmarks.cli import main
+    train_x, train_y, test_x, test_y = cifar10_subset
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "train.npz", images=train_x[:100], labels=train_y[:100])
+    np.savez(data / "test.npz", images=test_x[:60], labels=test_y[:60])
+    argv = ["bench", "shifts", "--data", str(data), "--shifted", str(shifted_folder),
+            "--out", str(tmp_path / "out"), "--quiet"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "has no 'index' array" in capsys.readouterr().err
+    np.savez(data / "test.npz", images=test_x[:60], labels=test_y[:60], index=np.arange(60))
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--severities", "2,7"])
+    assert exit_.value.code == 2 and "--severities must lie in 1..5" in capsys.readouterr().err
