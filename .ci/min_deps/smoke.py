@@ -182,6 +182,16 @@ def check_images_and_plot() -> None:
     ok("image folder decoded (Pillow); accuracy plot written (matplotlib)")
 
 
+def check_corruptions() -> None:
+    from tangentless.benchmarks import corruptions
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    for name in corruptions.SHIFTS:
+        out = corruptions.corrupt_images(images, name, 3, seed=0)
+        assert out.dtype == np.uint8 and out.shape == images.shape, name
+    ok(f"{len(corruptions.SHIFTS)} shifts applied (imagecorruptions, scikit-image, OpenCV)")
+
+
 def main(pyproject: str) -> None:
     import_everything(pathlib.Path(pyproject))
     from tangentless.benchmarks.datasets import load_digits_images
@@ -193,6 +203,7 @@ def main(pyproject: str) -> None:
     check_scattering(images[:160], labels[:160], images[160:260], labels[160:260])
     check_cnn(images[:160], labels[:160], images[160:260], labels[160:260])
     check_images_and_plot()
+    check_corruptions()
     ok("smoke test passed")
 
 
