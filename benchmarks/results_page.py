@@ -110,9 +110,10 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
             "subsets of the pool (at n = pool size every trial uses the whole pool and only the "
             "networks' initialization and augmentation differ). Test accuracy %, mean ± sample "
             "std (trials). A cell with fewer trials than the others is a run still in progress.\n\n"
-            + table + "\n### The kernel's network against ResNet-9 x1/8 (target: gap <= the "
-            f"network's std at n >= {NETWORK_TARGET_MIN_N})\n\n"
-            + (target_table if target else "No n >= 80 with both networks yet.\n")
+            + table + (("\n### The kernel's network against ResNet-9 x1/8 (target: gap <= the "
+                        f"network's std at n >= {NETWORK_TARGET_MIN_N})\n\n"
+                        + (target_table if target else "No n >= 80 with both networks yet.\n"))
+                       if {"cnn", "resnet"} & set(methods) else "")
             + ("\n### The kernel's matrices (resumable stores; a trial needs every grid point's "
                "pool matrix)\n\n" + store_table if stores else "")
             + "\n### Selection (training data only)\n\n" + selection_table(payload["records"])
