@@ -23,7 +23,6 @@ recording the generation settings and the file's SHA-256, verified on every load
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.resources
 import io
@@ -36,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..kernels._shared.atomic import atomic_write
-from ..kernels._shared.digest import array_sha256, config_sha256
+from ..kernels._shared.digest import array_sha256, config_sha256, file_sha256
 
 __all__ = ["CORRUPTIONS", "FAMILIES", "CIFAR10C_SEVERITIES", "DEFORMATIONS", "SHIFTS", "corrupt",
            "corrupt_images", "shift_images", "write_shifted_sets", "write_jpeg_set",
@@ -342,21 +341,13 @@ def _paths(folder: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]
     return folder / f"{name}.npz", folder / f"{name}.json"
 
 
-def _file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_set(folder: pathlib.Path, settings: dict, images: np.ndarray, labels: np.ndarray,
                indices: np.ndarray) -> pathlib.Path:
     """``folder/<shift>.npz`` (images (S, N, 32, 32, 3), labels, index), then its record."""
     npz, meta = _paths(folder, settings["shift"])
     atomic_write(npz, lambda f: np.savez_compressed(f, images=images, labels=labels.astype(np.int64),
                                                     index=indices.astype(np.int64)))
-    record = {**settings, "settings_sha256": config_sha256(settings), "file_sha256": _file_sha256(npz),
+    record = {**settings, "settings_sha256": config_sha256(settings), "file_sha256": file_sha256(npz),
               "images": int(images.shape[1]), "severities": int(images.shape[0])}
     atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
     return npz
@@ -428,7 +419,7 @@ def load_shifted_set(folder, name: str, *, expect: dict | None = None
         record = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ShiftedSetError(f"{meta} is not a readable record ({err})") from None
-    if record.get("file_sha256") != _file_sha256(npz):
+    if record.get("file_sha256") != file_sha256(npz):
         raise ShiftedSetError(f"{npz} does not match the checksum in {meta.name} (tampered or "
                               "partly written); delete both to regenerate")
     if expect is not None:

@@ -201,3 +201,10 @@ def report_folder(args) -> pathlib.Path:
     except OSError as err:
         args.parser.error(f"--out {out}: cannot create the folder ({err.strerror})")
     return out
+
+
+def official_indices(path: pathlib.Path):
+    """The ``index`` array (official indices) of a test .npz, or None where it has none."""
+    import numpy as np
+    with np.load(path, allow_pickle=False) as data:
+        return data["index"] if "index" in data.files else None

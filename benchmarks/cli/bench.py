@@ -14,7 +14,7 @@ from ...kernels._shared.defaults import (ARCHITECTURES, FULL_DATA_METHODS, FULL_
                                          SMALL_DATA_SIZES, SMALL_DATA_TRIALS)
 from ..data_folder import resolve_data
 from .arguments import (CIFAR_SUBSET, existing_file, existing_folder, grid_setting, method_settings,
-                        methods, positive_ints, report_folder, selection_grids, set_help, setting,
+                        methods, official_indices, positive_ints, report_folder, selection_grids, set_help, setting,
                         train_test)
 
 
@@ -125,11 +125,10 @@ def run_shifts(args) -> int:
     (train_x, train_y), (test_x, test_y), name = train_test(args)
     data = args.data or resolve_data(CIFAR_SUBSET)
     test_path = data / "test.npz" if data.is_dir() else args.test
-    with np.load(test_path, allow_pickle=False) as npz:
-        if "index" not in npz.files:
-            args.parser.error(f"{test_path} has no 'index' array (the official test indices the "
-                              "shifted sets are matched by)")
-        index = npz["index"]
+    index = official_indices(test_path)
+    if index is None:
+        args.parser.error(f"{test_path} has no 'index' array (the official test indices the "
+                          "shifted sets are matched by)")
     severities = tuple(args.severities)
     if any(s not in range(1, 6) for s in severities):
         args.parser.error(f"--severities must lie in 1..5; got {','.join(map(str, severities))}")

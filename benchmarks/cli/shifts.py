@@ -7,7 +7,7 @@ import json
 import pathlib
 
 from ..data_folder import resolve_data
-from .arguments import CIFAR_SUBSET, existing_file, report_folder
+from .arguments import CIFAR_SUBSET, existing_file, official_indices, report_folder
 
 JPEG_COPY = "cifar10_jpeg"
 
@@ -24,14 +24,11 @@ def _shift_names(text: str) -> tuple[str, ...]:
 
 def _read_test(path: pathlib.Path):
     """(images, labels, official indices or None) of a test .npz."""
-    import numpy as np
     from ..datasets import load_npz_images
     images, labels = load_npz_images(path)
     if labels is None:
         raise ValueError(f"{path} has no 'labels' array")
-    with np.load(path, allow_pickle=False) as data:
-        index = data["index"] if "index" in data.files else None
-    return images, labels, index
+    return images, labels, official_indices(path)
 
 
 def run_shifts(args) -> int:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-__all__ = ["array_sha256", "config_sha256", "sha256"]
+__all__ = ["array_sha256", "config_sha256", "file_sha256", "sha256"]
 
 
 def _update_array(digest, a) -> None:
@@ -33,4 +33,13 @@ def sha256(config, *arrays: np.ndarray) -> str:
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for a in arrays:
         _update_array(digest, a)
+    return digest.hexdigest()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
