@@ -1,5 +1,6 @@
 """The results page: ``benchmarks/results/results.{json,md}`` from the experiments' own results
-files (small-data protocol, architectures, accuracy against compute, quickstart), stating data,
+files (small-data protocol, architectures, accuracy against compute, distribution shift,
+quickstart), stating data,
 trials, grids, budgets and machine for each, and which runs are complete. It reads what is there
 (partial runs included, marked as such) and computes nothing but summaries::
 
@@ -157,11 +158,81 @@ def _full_data_section(payload: dict) -> tuple[str, dict]:
             + "\nPlot: `full_data/full_data.png`.\n"), {"records": payload["records"]}
 
 
+#: the groups of the distribution-shift summary, in order (others in the file are left to its report)
+SHIFT_GROUPS = ("all corruptions", "family: noise", "family: blur", "family: weather",
+                "family: digital", "jpeg", "translate", "rotate")
+
+
+def _effective_robustness(group: dict, i: int) -> str:
+    lo, hi = group["rho_interval"][i]
+    return f"{100 * group['rho'][i]:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def beyond_interval(group: dict, names: list[str], roles: dict[str, str]) -> dict[str, list[str]]:
+    """The methods (not family members) whose effective-robustness interval lies wholly above
+    zero ("above") or wholly below it ("below") in one group of the analysis."""
+    out: dict[str, list[str]] = {"above": [], "below": []}
+    for i, name in enumerate(names):
+        if roles[name] == "method":
+            lo, hi = group["rho_interval"][i]
+            if lo > 0:
+                out["above"].append(name)
+            elif hi < 0:
+                out["below"].append(name)
+    return out
+
+
+def _shifts_section(payload: dict) -> tuple[str, dict]:
+    analysis, records = payload["analysis"], {r["name"]: r for r in payload["records"]}
+    names = analysis["models"]
+    roles = {name: records[name]["role"] for name in names}
+    groups = {g: analysis["groups"][g] for g in SHIFT_GROUPS
+              if g in analysis["groups"] and "no_fit" not in analysis["groups"][g]}
+    reused = payload.get("reused")
+    lines = [f"## Distribution shift ({payload['data']})\n",
+             f"Trained on {payload['n']} class-balanced training images"
+             + (f" (the models reused from `{reused['from']}`: {reused['n']})" if reused else "")
+             + f"; {payload['test_size']} class-balanced test images under every shifted set, "
+             f"severities {', '.join(map(str, payload['severities']))}. Effective robustness: "
+             "the shifted accuracy minus the logit-linear fit over the CNN family at the model's "
+             f"clean accuracy, in points, with the {payload['replicates']}-resample paired "
+             "bootstrap 95% interval over test images. Methods select their hyperparameters on "
+             "their training images only; the family is trained at fixed settings.\n"]
+    corruption = analysis["corruption"]
+    if corruption:
+        g = analysis["groups"].get("all corruptions", {})
+        rows = [[name, roles[name], percent(records[name]["accuracy"]["clean"]),
+                 percent(corruption[name]["mca"]),
+                 f"{corruption[name].get('relative_mce', float('nan')):.2f}",
+                 _effective_robustness(g, i) if "rho" in g else "n/a"]
+                for i, name in enumerate(names)]
+        lines.append(markdown_table(["model", "role", "clean %", "mCA %",
+                                     f"relative mCE (vs {payload['reference']})",
+                                     "eff. robustness, all corruptions"], rows))
+    methods = [i for i, name in enumerate(names) if roles[name] == "method"]
+    if groups:
+        lines.append("Effective robustness of the methods per shift group (points, 95% interval):\n\n"
+                     + markdown_table(["method", *groups], [
+                         [names[i], *(_effective_robustness(g, i) for g in groups.values())]
+                         for i in methods]))
+    verdicts = {group: beyond_interval(g, names, roles) for group, g in groups.items()}
+    above = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["above"]})
+    below = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["below"]})
+    lines.append("Effective robustness beyond its interval: "
+                 + (", ".join(above) if above else "none") + ". Below the fit beyond its interval: "
+                 + (", ".join(below) if below else "none") + f".\n\nMachine: {_machine(payload)}. "
+                 f"Full report and plots: `{payload['_path'].parent.name}/shifts.md`.\n")
+    return "\n".join(lines), {"verdicts": verdicts, "corruption": corruption,
+                              "clean": {n: records[n]["accuracy"]["clean"] for n in names}}
+
+
 SECTIONS = [("quickstart", "quickstart/quickstart.json", _quickstart_section),
             ("small_data", "small_data/small_data.json", _small_data_section),
             ("small_data_kernel", "small_data_kernel/small_data.json", _small_data_section),
             ("architectures", "architectures/architectures.json", _architectures_section),
-            ("full_data", "full_data/full_data.json", _full_data_section)]
+            ("full_data", "full_data/full_data.json", _full_data_section),
+            ("shifts", "shifts/shifts.json", _shifts_section),
+            ("shifts_kernel", "shifts_kernel/shifts.json", _shifts_section)]
 
 
 def write_page(results: str | pathlib.Path) -> dict:

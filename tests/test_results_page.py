@@ -2,6 +2,7 @@
 exist, marks missing ones, and checks the network target of the small-data protocol."""
 import json
 
+import numpy as np
 import pytest
 
 from tangentless.benchmarks import results_page
@@ -64,3 +65,30 @@ def test_page_lists_requested_trials_and_store_progress(tmp_path):
     payload["sessions"].append({"request": {"sizes": [10], "methods": ["kernel"], "trials": [3]}})
     assert results_page.requested_trials(payload)[("kernel", 10)] == 3
     assert results_page._cell(None, 3) == "asked: 0 of 3 trials done"
+
+
+def test_shift_section_names_the_methods_beyond_their_interval(tmp_path):
+    from tangentless.benchmarks.experiments import shifts
+    n = 400
+    ranks = np.random.default_rng(0).permutation(n)   # image i is solved by models above its rank
+
+    def solved(fraction):
+        return ranks < fraction * n
+
+    models = [("robust", "method", 0.5, 0.5), ("fragile", "method", 0.5, 0.1),
+              ("a", "family", 0.4, 0.2), ("b", "family", 0.5, 0.3), ("c", "family", 0.6, 0.4)]
+    records = []
+    for name, role, clean, shifted in models:
+        correct = {"clean": solved(clean), "fog@1": solved(shifted)}
+        records.append({"name": name, "role": role, "accuracy": {k: float(v.mean()) for k, v in correct.items()},
+                        "correct": {k: shifts._pack(v) for k, v in correct.items()}})
+    payload = {"experiment": "shifts", "data": "synthetic", "records": records, "test_size": n,
+               "sets": ["fog@1"], "severities": [1], "reference": "b", "replicates": 200,
+               "seed": 0, "n": 50, "methods": {}}
+    shifts.write_outputs(payload, tmp_path / "shifts")
+    parts = results_page.write_page(tmp_path)
+    verdict = parts["shifts"]["verdicts"]["all corruptions"]
+    assert verdict == {"above": ["robust"], "below": ["fragile"]}
+    text = (tmp_path / "results.md").read_text()
+    assert "beyond its interval: robust (all corruptions), robust (family: weather)." in text
+    assert "fragile (all corruptions)" in text and "No results file (shifts_kernel/shifts.json)" in text

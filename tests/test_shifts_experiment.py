@@ -8,7 +8,7 @@ import pytest
 from tangentless.benchmarks import corruptions as C
 from tangentless.benchmarks.datasets import balanced_subset
 from tangentless.benchmarks.experiments import robustness, shifts
-from tangentless.benchmarks.experiments.methods import all_params
+from tangentless.benchmarks.experiments.methods import all_params, make_estimator
 from tangentless.benchmarks.experiments.selection import select_and_fit
 
 
@@ -83,6 +83,64 @@ def test_shifted_sets_that_do_not_match_the_test_images_are_refused(cifar10_subs
                    _config(test_size=None), tmp_path, progress=False)
 
 
+def test_a_run_reusing_an_earlier_runs_family_gets_its_correctness_on_its_own_images(
+        cifar10_subset, shifted_folder, tmp_path):
+    train_x, train_y, test_x, test_y = cifar10_subset
+    test = (test_x[:60], test_y[:60], np.arange(60))
+    source = shifts.run((train_x, train_y), test, shifted_folder, _config(test_size=None),
+                        tmp_path / "source", progress=False)
+    config = _config(test_size=10, severities=(5,), n=30,
+                     params=all_params({"scattering": {"J": 2}}))
+    payload = shifts.run((train_x, train_y), test, shifted_folder, config, tmp_path / "reuse",
+                         reuse=tmp_path / "source" / "shifts.json", progress=False)
+    records = {r["name"]: r for r in payload["records"]}
+    assert set(records) == {r["name"] for r in source["records"]}
+    assert "reused" not in records["scattering"] and records["scattering"]["changes"] == {}
+    # a reused family member equals the same model fitted here on the source's training images
+    # and tested on this run's images
+    keep = balanced_subset(test[1], 10, seed=0)
+    member = config.family[1]
+    params = {**all_params({"scattering": {"J": 1}})["scattering"], **dict(member.changes)}
+    subset = balanced_subset(train_y, 40, seed=0)
+    model = make_estimator("scattering", params, 40).fit(train_x[subset], train_y[subset])
+    fog, *_ = C.load_shifted_set(shifted_folder, "fog")
+    reused = records[member.name]
+    assert reused["reused"]["n"] == 40 and set(reused["accuracy"]) == {"clean", "contrast@5",
+                                                                        "fog@5", "jpeg"}
+    assert reused["accuracy"]["fog@5"] == pytest.approx(np.mean(model.predict(fog[4][keep]) == test_y[keep]))
+    assert reused["accuracy"]["clean"] == pytest.approx(np.mean(model.predict(test_x[keep]) == test_y[keep]))
+    report = (tmp_path / "reuse" / "shifts.md").read_text()
+    assert "(trained there on 40 images" in report and member.name in report
+
+
+def test_reuse_is_refused_where_the_runs_saw_different_images_or_sets(cifar10_subset, shifted_folder,
+                                                                      tmp_path):
+    train_x, train_y, test_x, test_y = cifar10_subset
+    test = (test_x[:60], test_y[:60], np.arange(60))
+    shifts.run((train_x, train_y), test, shifted_folder, _config(), tmp_path / "source", progress=False)
+    good = json.loads((tmp_path / "source" / "shifts.json").read_text())
+
+    def attempt(payload, **changes):
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(payload))
+        shifts.run((train_x, train_y), test, shifted_folder, _config(**changes), tmp_path / "out",
+                   reuse=path, progress=False)
+
+    with pytest.raises(ValueError, match="lacks test images of official index"):
+        attempt(good, test_size=None)       # the source was tested on 20 of the 60 images
+    with pytest.raises(ValueError, match="has no results on contrast@2"):
+        attempt(good, severities=(2,))
+    with pytest.raises(ValueError, match="its test images differ"):
+        attempt({**good, "test_sha256": "0" * 64})
+    with pytest.raises(ValueError, match="shifted set 'fog' is not this run's file"):
+        attempt({**good, "set_checksums": {**good["set_checksums"], "fog": "0" * 64}})
+    with pytest.raises(ValueError, match="written by an older version"):
+        attempt({k: v for k, v in good.items() if k != "test_index"})
+    with pytest.raises(ValueError, match="not a results file of the shifts experiment"):
+        attempt({**good, "experiment": "small_data"})
+    assert not (tmp_path / "out" / "shifts.json").exists()
+
+
 def test_corruption_errors_in_the_analysis_match_the_formulas():
     rng = np.random.default_rng(0)
     n, severities = 50, [1, 2, 3, 4, 5]
@@ -140,3 +198,7 @@ def test_the_command_refuses_a_test_set_without_indices_and_bad_severities(
     with pytest.raises(SystemExit) as exit_:
         main(argv + ["--severities", "2,7"])
     assert exit_.value.code == 2 and "--severities must lie in 1..5" in capsys.readouterr().err
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"experiment": "small_data", "records": []}))
+    assert main(argv + ["--n", "40", "--reuse", str(bad)]) == 2
+    assert "not a results file of the shifts experiment" in capsys.readouterr().err

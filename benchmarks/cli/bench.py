@@ -138,7 +138,7 @@ def run_shifts(args) -> int:
         replicates=args.replicates, seed=args.seed, params=method_settings(args),
         grids=selection_grids(args, METHODS))
     shifts.run((train_x, train_y), (test_x, test_y, index), args.shifted, config, report_folder(args),
-               data=name, progress=not args.quiet)
+               data=name, reuse=args.reuse, progress=not args.quiet)
     print((args.out / "shifts.md").read_text())
     return 0
 
@@ -289,7 +289,9 @@ def add_command(subparsers) -> None:
                     "corruption family and over all corruptions: accuracy, the logit-linear fit "
                     "over the family, effective robustness with bootstrap intervals, mCA and "
                     "relative mCE. The kernel's cost is T n pairs per shifted set (x2 with flips): "
-                    "choose --test-size and --severities to fit the budget. Resumes in --out.")
+                    "choose --test-size and --severities to fit the budget, and --reuse an "
+                    "earlier run's family and models rather than training them again. Resumes in "
+                    "--out.")
     h.add_argument("--data", type=pathlib.Path,
                    help="folder with train.npz and test.npz (test.npz with 'index'), or a training "
                         ".npz (then --test)")
@@ -306,5 +308,10 @@ def add_command(subparsers) -> None:
     h.add_argument("--reference", default="resnet",
                    help="the model mCE is relative to (default resnet: ResNet-9 x1/8)")
     h.add_argument("--replicates", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    h.add_argument("--reuse", type=existing_file, metavar="SHIFTS_JSON",
+                   help="an earlier run's shifts.json on the same test images and shifted files: "
+                        "its CNN family and other models are taken (restricted to this run's test "
+                        "images and sets) instead of training a family; they may have trained on "
+                        "another n")
     _common_arguments(h, pathlib.Path("results-shifts"), "kernel,scattering,istc,cnn,resnet")
     h.set_defaults(run=run_shifts, parser=h)

@@ -12,11 +12,17 @@ family members are trained at fixed settings (``FamilyMember``), their spread in
 budget is what gives the fit its range. Every record holds the model's per-image correctness
 (packed bits), so the analysis is recomputed from the file alone. Resumable: a restart skips the
 models already evaluated.
+
+A costly method (the kernel: T n pairs per shifted set) can run on its own, on fewer test images
+or severities, with the family and the other models taken from an earlier run on the same test
+images and shifted sets (``reuse``): their per-image correctness is restricted to this run's
+images and sets, after checking that both runs saw identical images (:func:`reused_records`).
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -83,13 +89,14 @@ def _unpack(text: str, n: int) -> np.ndarray:
 
 
 def _shifted_sets(folder: pathlib.Path, names, severities, test_index: np.ndarray,
-                  test_labels: np.ndarray) -> dict[str, np.ndarray]:
+                  test_labels: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """{"<shift>@<severity>" (or "jpeg"): images (T, 32, 32, 3)} of the test subset, matched by
-    the test images' official indices; ValueError where a set lacks an image or disagrees on a
-    label."""
-    sets = {}
+    the test images' official indices, and {shift: its file's SHA-256}; ValueError where a set
+    lacks an image or disagrees on a label."""
+    sets, checksums = {}, {}
     for name in names:
-        images, labels, index, _ = load_shifted_set(folder, name)
+        images, labels, index, record = load_shifted_set(folder, name)
+        checksums[name] = record["file_sha256"]
         position = {int(k): i for i, k in enumerate(index)}
         missing = [int(k) for k in test_index if int(k) not in position]
         if missing:
@@ -102,47 +109,118 @@ def _shifted_sets(folder: pathlib.Path, names, severities, test_index: np.ndarra
         else:
             for s in severities:
                 sets[f"{name}@{s}"] = images[s - 1, rows]
-    return sets
+    return sets, checksums
 
 
-def _models(config: ShiftsConfig) -> list[dict]:
+def _models(config: ShiftsConfig, family: bool = True) -> list[dict]:
     models = [{"name": m, "method": m, "role": "method", "changes": {}} for m in config.methods]
     models += [{"name": f.name, "method": f.method, "role": "family", "changes": dict(f.changes)}
-               for f in config.family]
+               for f in (config.family if family else ())]
     return models
+
+
+def _restrict(record: dict, rows: np.ndarray, n_source: int, keys: list[str]) -> dict:
+    """A record's correctness and accuracy on the given rows of its test images and sets."""
+    correct = {k: _unpack(record["correct"][k], n_source)[rows] for k in ["clean", *keys]}
+    return {"accuracy": {k: float(v.mean()) for k, v in correct.items()},
+            "correct": {k: _pack(v) for k, v in correct.items()}}
+
+
+def reused_records(source: str | pathlib.Path, exclude, test: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   test_index: np.ndarray, sets: list[str], checksums: dict[str, str]
+                   ) -> tuple[dict, list[dict]]:
+    """The records of an earlier run's results file ``source`` (all but the names in
+    ``exclude``), restricted to this run's test images (official indices ``test_index``) and
+    ``sets``; with the source's payload. ``test``: all test images, labels and official indices,
+    from which the source's test images are rebuilt and checked against its checksum;
+    ``checksums``: this run's shifted files' SHA-256, which must equal the source's. ValueError
+    names the first difference (another experiment, other test images, other shifted files, a
+    missing image or set)."""
+    source = pathlib.Path(source)
+    try:
+        payload = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot reuse {source}: not a readable results file ({err})") from None
+    if not isinstance(payload, dict) or payload.get("experiment") != NAME:
+        raise ValueError(f"cannot reuse {source}: not a results file of the {NAME} experiment")
+    missing = [k for k in ("test_index", "test_sha256", "set_checksums", "checksum") if k not in payload]
+    if missing:
+        raise ValueError(f"cannot reuse {source}: it has no {', '.join(missing)} (written by an "
+                         "older version: rerun its command, which resumes and adds them)")
+    for name, digest in checksums.items():
+        if payload["set_checksums"].get(name) != digest:
+            raise ValueError(f"cannot reuse {source}: its shifted set {name!r} is not this run's file "
+                             f"(SHA-256 {payload['set_checksums'].get(name)} vs {digest})")
+    test_x, test_y, index = test
+    by_index = {int(k): i for i, k in enumerate(index)}
+    source_index = [int(k) for k in payload["test_index"]]
+    if any(k not in by_index for k in source_index):
+        raise ValueError(f"cannot reuse {source}: it was tested on images not in this test set")
+    rows = np.array([by_index[k] for k in source_index])
+    if sha256({}, test_x[rows], test_y[rows]) != payload["test_sha256"]:
+        raise ValueError(f"cannot reuse {source}: its test images differ from this run's")
+    position = {k: i for i, k in enumerate(source_index)}
+    absent = [int(k) for k in test_index if int(k) not in position]
+    if absent:
+        raise ValueError(f"cannot reuse {source}: it lacks test images of official index {absent[:5]}")
+    unknown = [k for k in sets if k not in payload["sets"]]
+    if unknown:
+        raise ValueError(f"cannot reuse {source}: it has no results on {', '.join(unknown[:5])}")
+    keep = np.array([position[int(k)] for k in test_index])
+    records = [{**{k: v for k, v in r.items() if k not in ("accuracy", "correct", "session")},
+                **_restrict(r, keep, len(source_index), sets),
+                "reused": {"from": source.name, "checksum": payload["checksum"], "n": payload["n"]}}
+               for r in payload["records"] if r["name"] not in exclude]
+    return payload, records
 
 
 def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray, np.ndarray],
         shifted: str | pathlib.Path, config: ShiftsConfig, out: str | pathlib.Path, *,
-        data: str = "", progress: bool = True) -> dict:
+        data: str = "", reuse: str | pathlib.Path | None = None, progress: bool = True) -> dict:
     """Train, test on the clean and every shifted set, analyze; write ``out/shifts.{json,md}`` and
     one plot per corruption family. train: (images, labels); test: (images, labels, official
-    indices), the images the shifted sets in folder ``shifted`` were made from."""
+    indices), the images the shifted sets in folder ``shifted`` were made from. ``reuse``: an
+    earlier run's ``shifts.json`` on the same test images and shifted files, whose family and
+    other models are taken (restricted to this run's images and sets) instead of training a
+    family (:func:`reused_records`)."""
     shifted, out = pathlib.Path(shifted), pathlib.Path(out)
     names = config.shifts or tuple(sorted(p.stem for p in shifted.glob("*.json")))
     if not names:
         raise ValueError(f"no shifted sets in {shifted} (make them with `tangentless shifts`)")
-    if len(config.family) < 2:
+    if len(config.family) < 2 and reuse is None:
         raise ValueError("the logit fit needs a family of at least 2 CNNs")
     test_x, test_y, test_index = test
     keep = (np.arange(len(test_y)) if config.test_size is None
             else balanced_subset(test_y, config.test_size, seed=config.seed))
     test_x, test_y, test_index = test_x[keep], test_y[keep], np.asarray(test_index)[keep]
-    sets = _shifted_sets(shifted, names, config.severities, test_index, test_y)
+    sets, checksums = _shifted_sets(shifted, names, config.severities, test_index, test_y)
     subset = balanced_subset(train[1], config.n, seed=config.seed)
     train_x, train_y = train[0][subset], train[1][subset]
     params = {m: config.params[m] for m in METHODS}
     grids = {m: config.grids.get(m, {}) for m in METHODS}
-    models = _models(config)
+    models = _models(config, family=reuse is None)
+    methods = {m["name"]: describe(m["method"], {**params[m["method"]], **m["changes"]})
+               for m in models}
+    source, reused = {}, []
+    if reuse is not None:
+        source, reused = reused_records(reuse, set(methods), test, test_index, list(sets), checksums)
+        if sum(r["role"] == "family" for r in reused) < 2:
+            raise ValueError(f"cannot reuse {reuse}: it holds fewer than 2 family models")
+        methods.update({r["name"]: source["methods"][r["name"]] for r in reused})
     header = {"experiment": NAME, "data": data, "n": config.n, "test_size": len(test_y),
-              "sets": list(sets), "severities": list(config.severities), "reference": config.reference,
-              "replicates": config.replicates, "seed": config.seed,
-              "methods": {m["name"]: describe(m["method"], {**params[m["method"]], **m["changes"]})
-                          for m in models}}
+              "test_index": [int(k) for k in test_index], "test_sha256": sha256({}, test_x, test_y),
+              "sets": list(sets), "set_checksums": checksums, "severities": list(config.severities),
+              "reference": config.reference, "replicates": config.replicates, "seed": config.seed,
+              "methods": methods, **({"reused": {"from": str(reuse), "checksum": source["checksum"],
+                                                 "n": source["n"]}} if reuse else {})}
     store = ResultStore(out / f"{NAME}.json", ("name",), header,
                         sha256({"params": params, "grids": grids, "models": models,
-                                "seed": config.seed, "n": config.n, "sets": list(sets)},
+                                "seed": config.seed, "n": config.n, "sets": list(sets),
+                                **({"reused": source["checksum"]} if reuse else {})},
                                train_x, train_y, test_x, test_y, *sets.values()))
+    for record in reused:
+        if not store.done(name=record["name"]):
+            store.add(record)
     for model in tqdm([m for m in models if not store.done(name=m["name"])], desc="shift models",
                       disable=not progress):
         method = model["method"]
@@ -239,6 +317,14 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
              "trained at fixed settings and defines the logit fit. Intervals: "
              f"{payload['replicates']}-resample percentile bootstrap over test images, 95%.\n"]
     records = {r["name"]: r for r in payload["records"]}
+    reused = sorted(name for name, r in records.items() if "reused" in r)
+    if reused:
+        source = payload["reused"]
+        lines.append(f"Reused from {source['from']} (trained there on {source['n']} images, "
+                     "results restricted to these test images and sets): "
+                     f"{', '.join(reused)}.\n")
+    trained_on = (f"n = {payload['n']}" if not reused else
+                  f"n = {payload['n']} (reused models: {payload['reused']['n']})")
     if analysis["corruption"]:
         ref = payload["reference"]
         rows = []
@@ -269,7 +355,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
                       for i, name in enumerate(names)]
             slug = group.replace("family: ", "").replace(" ", "_")
             plot_robustness(points, out / f"{NAME}_{slug}.png", g["b1"], g["b0"],
-                            new_label=f"accuracy under {group.replace('family: ', '')}", title=f"{group}: clean vs shifted, n = {payload['n']}, "
+                            new_label=f"accuracy under {group.replace('family: ', '')}", title=f"{group}: clean vs shifted, {trained_on}, "
                                   f"{payload['test_size']} test images")
     selections = [r for r in payload["records"] if "selection" in r]
     if selections:
