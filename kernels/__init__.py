@@ -6,7 +6,9 @@ only) and ``backend`` (the compute-backend protocol and registry) are leaves; ``
 ``cuda`` are the compute backends, ``store`` the Zarr sink and ``distributed`` the Dask executor;
 ``gram`` is the :func:`gram` front door, which ``layers`` imports for ``Layer.gram``;
 ``precision`` (numpy only) says which dtype a spec computes in, the pixel range that carries and
-the kernel's PSD tolerance (``spec.psd_rtol``, recorded in stores, read by the solvers).
+the kernel's PSD tolerance (``spec.psd_rtol``, recorded in stores, read by the solvers);
+``cache`` (:class:`GramCache`) keeps kernel values in memory by image content, for searches that
+ask for overlapping Gram matrices.
 
 The package is lazy (PEP 562): ``import tangentless.kernels`` (and so every import of a submodule,
 e.g. ``tangentless.kernels._shared.defaults`` for the command line's parser) loads neither JAX nor
@@ -26,6 +28,7 @@ _EXPORTS = {
     "validate_images": "._shared.images",
     "myrtle": ".architectures",
     "Backend": ".backend", "CudaFallbackWarning": ".backend", "register_backend": ".backend",
+    "GramCache": ".cache",
     "CudaBackend": ".cuda",
     "NonFiniteBlockError": ".executors",
     "gram": ".gram",
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # the same names for type checkers and editors, which do not 
     from ._shared.images import validate_images
     from .architectures import myrtle
     from .backend import Backend, CudaFallbackWarning, register_backend
+    from .cache import GramCache
     from .cuda import CudaBackend
     from .executors import NonFiniteBlockError
     from .gram import gram

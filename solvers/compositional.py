@@ -1,15 +1,16 @@
-"""Images in, labels out: ZCA whitening -> compositional kernel -> kernel ridge classification."""
+"""Images in: ZCA whitening -> compositional kernel, as a transformer (kernel out,
+:class:`CompositionalKernel`) and as a kernel ridge classifier (labels out)."""
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from tangentless.kernels import (AvgPool, Cast, Conv, DirectSum, Gaussian, GlobalAvgPool, Layer,
-                                 Normalize, Polynomial, Relu, Serial, ZCAWhitening, myrtle,
-                                 validate_images)
+from tangentless.kernels import (AvgPool, Cast, Conv, DirectSum, Gaussian, GlobalAvgPool,
+                                 GramCache, Layer, Normalize, Polynomial, Relu, Serial, ZCAWhitening,
+                                 myrtle, validate_images)
 from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
 from tangentless.kernels._shared.images import check_fitted_images, parse_input_dtype
 from tangentless.kernels._shared.nested import child_state, restore_child
@@ -56,34 +57,10 @@ def spec_from_json(value):
 PIXEL_SCALES = {"uint8": "pixels used as given", "float32": "pixels used as given"}
 
 
-class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
-    """Kernel ridge classification with a compositional kernel, fitted on NHWC images.
-
-    arch: "myrtle5" | "myrtle7" | "myrtle10" (built with ``nonlinearity`` and ``head``) or any
-    ``tangentless.kernels`` Layer spec ending in a 1x1 map. zca: fit the paper's ZCA whitening on the
-    training images. flip: use the flip-symmetrized kernel (training on mirror images for free).
-    alphas, solver: passed to :class:`KernelRidgeClassifier` (alpha chosen on the training data).
-    Memory: keeps the (whitened) training images; the training kernel is n x n float64.
-    Attributes: spec_ (the Layer spec), zca_ (fitted :class:`ZCAWhitening` or None),
-    train_images_ (n, H, W, C) float32, ridge_ (fitted :class:`KernelRidgeClassifier`, with the
-    spec's PSD tolerance ``spec_.psd_rtol``: 1e-5 for kernels with float32 stages), classes_,
-    alpha_, input_dtype_ ("uint8" or "float32": the pixels are whitened as given, so prediction
-    refuses the other dtype, as it refuses another image shape). ``save(path)`` / ``CompositionalKernelClassifier.load(path)``: arrays + JSON, no pickle
-    (a Layer ``arch`` is stored as the arguments that rebuild it).
-    """
-
-    def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
-                 flip=True, alphas=KERNEL_ALPHAS, solver="auto", block_size=None, progress=False):
-        self.arch = arch
-        self.nonlinearity = nonlinearity
-        self.head = head
-        self.zca = zca
-        self.zca_bias = zca_bias
-        self.flip = flip
-        self.alphas = alphas
-        self.solver = solver
-        self.block_size = block_size
-        self.progress = progress
+class _ImageKernel:
+    """What the compositional transformer and classifier share: the spec their parameters name,
+    ZCA fitted on the training images, and the kernel between images and the training images
+    (through ``cache``, a :class:`~tangentless.kernels.GramCache`, where one is given)."""
 
     def _spec(self) -> Layer:
         if isinstance(self.arch, Layer):
@@ -95,29 +72,141 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return myrtle(depth, nonlinearity=self.nonlinearity, head=self.head)
 
     def _gram(self, x, y=None):
-        return self.spec_.gram(x, y, flip=self.flip, block_size=self.block_size,
-                               progress=self.progress)
+        options = {"flip": self.flip, "block_size": self.block_size, "progress": self.progress}
+        if self.cache is not None:
+            return self.cache.gram(self.spec_, x, y, **options)
+        return self.spec_.gram(x, y, **options)
+
+    def _fit_images(self, raw: np.ndarray) -> None:
+        """Fit ZCA on the validated (n, H, W, C) training images (where ``zca``) and keep them
+        whitened in ``train_images_``."""
+        if self.cache is not None and not isinstance(self.cache, GramCache):
+            raise ValueError(f"cache must be a GramCache or None; got {type(self.cache).__name__}")
+        self.spec_ = self._spec()
+        images = raw.astype(np.float32)
+        self.zca_ = ZCAWhitening(bias=self.zca_bias).fit(images) if self.zca else None
+        self.train_images_ = self._preprocess(images)
+        self.input_dtype_ = str(raw.dtype)
+
+    def _preprocess(self, images, *, blank_is_zero: bool = False):
+        """The images ZCA-whitened (where ``zca``). With ``blank_is_zero`` (prediction), a constant
+        image, which ZCA's per-image normalization cannot scale, becomes the all-zero image, whose
+        kernel values the layers define (their s = 0 case); fitting refuses one, naming it."""
+        if self.zca_ is None:
+            return images
+        if not blank_is_zero:
+            return self.zca_.transform(images)
+        flat = images.reshape(len(images), -1)
+        blank = (flat == flat[:, :1]).all(axis=1)
+        whitened = np.zeros(images.shape, np.float32)
+        if not blank.all():
+            whitened[~blank] = self.zca_.transform(images[~blank])
+        return whitened
+
+    def test_kernel(self, X) -> np.ndarray:
+        """(n_test, n_train) kernel between new images and the training images."""
+        check_is_fitted(self, "train_images_")
+        raw = validate_images(X, "X", dtype=None)
+        check_fitted_images(raw, self.train_images_.shape[1:], self.input_dtype_, scales=PIXEL_SCALES)
+        images = raw.astype(np.float32)
+        return self._gram(self._preprocess(images, blank_is_zero=True), self.train_images_)
+
+
+class CompositionalKernel(_ImageKernel, TransformerMixin, BaseEstimator):
+    """Images in, kernel out: ``CompositionalKernel(...).fit(X).transform(Z)`` is K(Z, X) (n_Z, n_X)
+    float64, the compositional kernel between new images and the training images, so that
+    scikit-learn's estimators on precomputed kernels run on images in a Pipeline::
+
+        make_pipeline(CompositionalKernel("myrtle5"), KernelRidgeClassifier())
+        make_pipeline(CompositionalKernel("myrtle5"), SVC(kernel="precomputed"))
+        make_pipeline(CompositionalKernel("myrtle5"), KernelRidgeRegressor())
+
+    ``fit_transform(X)`` (what a Pipeline calls on the training images) is the symmetric K(X, X),
+    computed from its upper triangle. Parameters as :class:`CompositionalKernelClassifier`'s
+    (arch, nonlinearity, head, zca, zca_bias, flip, block_size, progress); ``cache``: a
+    :class:`~tangentless.kernels.GramCache` shared by the clones a search makes, so that folds
+    and candidates over the same (whitened) images slice one matrix instead of recomputing it
+    (with ``zca=True`` each fold whitens its own training images, which are then other images:
+    whiten once outside the search, with ``zca=False`` here, for folds to share values).
+    Attributes: spec_, zca_, train_images_ (n, H, W, C) float32 whitened, input_dtype_.
+    """
+
+    def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
+                 flip=True, block_size=None, progress=False, cache=None):
+        self.arch = arch
+        self.nonlinearity = nonlinearity
+        self.head = head
+        self.zca = zca
+        self.zca_bias = zca_bias
+        self.flip = flip
+        self.block_size = block_size
+        self.progress = progress
+        self.cache = cache
+
+    def fit(self, X, y=None):
+        """X: (n, H, W, C) training images (y is ignored)."""
+        self._fit_images(validate_images(X, "X", dtype=None))
+        return self
+
+    def fit_transform(self, X, y=None):
+        """K(X, X) (n, n) float64 of the training images X (n, H, W, C)."""
+        return self.fit(X)._gram(self.train_images_)
+
+    def transform(self, X):
+        """K(X, training images) (n_X, n_train) float64."""
+        return self.test_kernel(X)
+
+
+class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, BaseEstimator):
+    """Kernel ridge classification with a compositional kernel, fitted on NHWC images.
+
+    arch: "myrtle5" | "myrtle7" | "myrtle10" (built with ``nonlinearity`` and ``head``) or any
+    ``tangentless.kernels`` Layer spec ending in a 1x1 map. zca: fit the paper's ZCA whitening on the
+    training images. flip: use the flip-symmetrized kernel (training on mirror images for free).
+    alphas, solver: passed to :class:`KernelRidgeClassifier` (alpha chosen on the training data).
+    cache: a :class:`~tangentless.kernels.GramCache` (see :class:`CompositionalKernel`), or None;
+    a saved model does not keep it.
+    Memory: keeps the (whitened) training images; the training kernel is n x n float64.
+    Attributes: spec_ (the Layer spec), zca_ (fitted :class:`ZCAWhitening` or None),
+    train_images_ (n, H, W, C) float32, ridge_ (fitted :class:`KernelRidgeClassifier`, with the
+    spec's PSD tolerance ``spec_.psd_rtol``: 1e-5 for kernels with float32 stages), classes_,
+    alpha_, input_dtype_ ("uint8" or "float32": the pixels are whitened as given, so prediction
+    refuses the other dtype, as it refuses another image shape). ``save(path)`` / ``CompositionalKernelClassifier.load(path)``: arrays + JSON, no pickle
+    (a Layer ``arch`` is stored as the arguments that rebuild it).
+    """
+
+    def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
+                 flip=True, alphas=KERNEL_ALPHAS, solver="auto", block_size=None, progress=False,
+                 cache=None):
+        self.arch = arch
+        self.nonlinearity = nonlinearity
+        self.head = head
+        self.zca = zca
+        self.zca_bias = zca_bias
+        self.flip = flip
+        self.alphas = alphas
+        self.solver = solver
+        self.block_size = block_size
+        self.progress = progress
+        self.cache = cache
 
     def fit(self, X, y):
         """X: (n, H, W, C) images; y: (n,) labels."""
         raw = validate_images(X, "X", dtype=None)
-        images = raw.astype(np.float32)
-        encode_labels(y, len(images))  # shape, class labels, 2+ classes: before ZCA and Gram work
+        encode_labels(y, len(raw))  # shape, class labels, 2+ classes: before ZCA and Gram work
         labels = np.asarray(y)
-        self.spec_ = self._spec()
-        self.zca_ = ZCAWhitening(bias=self.zca_bias).fit(images) if self.zca else None
-        self.train_images_ = self._preprocess(images)
+        self._fit_images(raw)
         self.ridge_ = KernelRidgeClassifier(alphas=self.alphas, solver=self.solver,
                                             psd_rtol=self.spec_.psd_rtol)
         self.ridge_.fit(self._gram(self.train_images_), labels)
         self.classes_ = self.ridge_.classes_
         self.alpha_ = self.ridge_.alpha_
-        self.input_dtype_ = str(raw.dtype)
         return self
 
     def _params_to_json(self) -> dict:
         params = self.get_params(deep=False)
-        return {**params, "arch": spec_to_json(params["arch"]), "alphas": alphas_to_json(params["alphas"])}
+        return {**params, "arch": spec_to_json(params["arch"]), "alphas": alphas_to_json(params["alphas"]),
+                "cache": None}
 
     @classmethod
     def _params_from_json(cls, params: dict) -> dict:
@@ -143,29 +232,6 @@ class CompositionalKernelClassifier(Persistent, ClassifierMixin, BaseEstimator):
                              f"whitening {self.zca_.input_shape_}")
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
         self.input_dtype_ = parse_input_dtype(meta["input_dtype"])
-
-    def _preprocess(self, images, *, blank_is_zero: bool = False):
-        """The images ZCA-whitened (where ``zca``). With ``blank_is_zero`` (prediction), a constant
-        image, which ZCA's per-image normalization cannot scale, becomes the all-zero image, whose
-        kernel values the layers define (their s = 0 case); fitting refuses one, naming it."""
-        if self.zca_ is None:
-            return images
-        if not blank_is_zero:
-            return self.zca_.transform(images)
-        flat = images.reshape(len(images), -1)
-        blank = (flat == flat[:, :1]).all(axis=1)
-        whitened = np.zeros(images.shape, np.float32)
-        if not blank.all():
-            whitened[~blank] = self.zca_.transform(images[~blank])
-        return whitened
-
-    def test_kernel(self, X) -> np.ndarray:
-        """(n_test, n_train) kernel between new images and the training images."""
-        check_is_fitted(self, "ridge_")
-        raw = validate_images(X, "X", dtype=None)
-        check_fitted_images(raw, self.train_images_.shape[1:], self.input_dtype_, scales=PIXEL_SCALES)
-        images = raw.astype(np.float32)
-        return self._gram(self._preprocess(images, blank_is_zero=True), self.train_images_)
 
     def decision_function(self, X):
         """Ridge outputs, as :meth:`KernelRidgeClassifier.decision_function`."""

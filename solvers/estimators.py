@@ -1,10 +1,10 @@
-"""A scikit-learn kernel ridge classifier on precomputed kernel matrices."""
+"""scikit-learn kernel ridge estimators on precomputed kernel matrices: a classifier and a regressor."""
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -15,7 +15,7 @@ from tangentless.kernels._shared.persist import (Persistent, stored_array, store
                                                  stored_number)
 
 from ._backend import BACKENDS, resolve_backend
-from ._checks import check_alphas, check_kernel
+from ._checks import check_alphas, check_kernel, check_targets
 from ._psd import check_psd_rtol
 from .direct import solve_cholesky
 from .eigen import EigenPath, eigen_path, psd_tolerance
@@ -264,3 +264,97 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
         """Predicted labels (n_test,) for the (n_test, n_train) kernel X = K_test."""
         scores = self._scores(X)
         return self.classes_[scores.argmax(axis=1)]
+
+
+REGRESSION_SOLVERS = ("auto", "eigen", "cholesky")
+
+
+class KernelRidgeRegressor(AlphaGridParams, Persistent, RegressorMixin, BaseEstimator):
+    """Kernel ridge regression on a precomputed kernel, with alpha chosen by exact leave-one-out:
+    scikit-learn's ``KernelRidge(kernel="precomputed")`` with the alpha search built in.
+
+    ``fit(K_train, y)``: the (n, n) training kernel and targets y (n,) or (n, t); ``predict(K_test)``
+    the (n_test, n) kernel between test and training points -> (n_test,) or (n_test, t). On images,
+    put :class:`~tangentless.solvers.compositional.CompositionalKernel` in front of it in a
+    Pipeline. As KernelRidge, no intercept: center y first if its mean is far from 0.
+
+    Alpha: with several ``alphas``, the one of least exact leave-one-out squared error (mean over
+    points and outputs), from one eigendecomposition (``eigen_path``); test data are never used.
+    ``solver``: "eigen" (the path's coefficients), "cholesky" (one factorization at the chosen
+    alpha), "auto" ("eigen" when several alphas are searched, else "cholesky"). ``psd_rtol``,
+    ``backend``: as :class:`KernelRidgeClassifier`.
+
+    Attributes: coef_ (n, t) (or (n, 1) for 1-D y, returned 1-D), alpha_, solver_, backend_,
+    psd_rtol_, cv_scores_ (LOO mean squared error per alpha, or None for one alpha),
+    loo_score_ (that of alpha_, or None), n_features_in_ (= n), n_outputs_ (t, or None for 1-D y).
+    ``save(path)`` / ``KernelRidgeRegressor.load(path)``: arrays + JSON, no pickle.
+    """
+
+    def __init__(self, alphas=KERNEL_ALPHAS, solver="auto", backend=None, psd_rtol=None):
+        self.alphas = alphas
+        self.solver = solver
+        self.backend = backend
+        self.psd_rtol = psd_rtol
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = True
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y):
+        """Fit on the (n, n) training kernel X = K_train and targets y (n,) or (n, t)."""
+        k, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
+                             y_numeric=True)
+        if self.solver not in REGRESSION_SOLVERS:
+            raise ValueError(f"solver must be one of {REGRESSION_SOLVERS}; got {self.solver!r}")
+        self.psd_rtol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
+                         else check_psd_rtol(self.psd_rtol))
+        k = check_kernel(k, "K_train")
+        targets = check_targets(y, k.shape[0], "y")
+        self.n_outputs_ = None if np.ndim(y) == 1 else targets.shape[1]
+        alphas = check_alphas(self.alphas)
+        self.backend_ = resolve_backend(self.backend)
+        self.solver_ = self.solver if self.solver != "auto" else ("eigen" if alphas.size > 1 else "cholesky")
+        self.cv_scores_ = self.loo_score_ = None
+        if alphas.size > 1 or self.solver_ == "eigen":
+            path = eigen_path(k, targets, alphas, psd_rtol=self.psd_rtol_, backend=self.backend_)
+            best = int(np.argmin(path.loo_mse))
+            self.alpha_ = float(alphas[best])
+            self.cv_scores_, self.loo_score_ = path.loo_mse, float(path.loo_mse[best])
+            if self.solver_ == "eigen":
+                self.coef_ = path.coef[best]
+                return self
+        else:
+            self.alpha_ = float(alphas[0])
+        self.coef_ = solve_cholesky(k, targets, self.alpha_, backend=self.backend_,
+                                    psd_rtol=self.psd_rtol_)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions (n_test,) or (n_test, t) for the (n_test, n_train) kernel X = K_test."""
+        check_is_fitted(self, "coef_")
+        k = check_kernel(validate_data(self, X, reset=False, dtype=np.float64), "K_test",
+                         square=False)
+        out = k @ self.coef_
+        return out[:, 0] if self.n_outputs_ is None else out
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta = {"psd_rtol": self.psd_rtol_, "solver": self.solver_, "backend": self.backend_,
+                "alpha": self.alpha_, "loo_score": self.loo_score_,
+                "n_features_in": self.n_features_in_, "n_outputs": self.n_outputs_}
+        arrays = {"coef": self.coef_}
+        if self.cv_scores_ is not None:
+            arrays["cv_scores"] = self.cv_scores_
+        return meta, arrays
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.psd_rtol_ = stored_number(meta, "psd_rtol", minimum=0, below=1)
+        self.solver_ = stored_choice(meta, "solver", REGRESSION_SOLVERS[1:])
+        self.backend_ = stored_choice(meta, "backend", BACKENDS)
+        self.alpha_ = stored_number(meta, "alpha", minimum=0)
+        self.loo_score_ = stored_number(meta, "loo_score", minimum=0, optional=True)
+        self.n_features_in_ = n = stored_number(meta, "n_features_in", integer=True, minimum=1)
+        self.n_outputs_ = stored_number(meta, "n_outputs", integer=True, minimum=1, optional=True)
+        self.coef_ = stored_array(arrays, "coef", 2, shape=(n, self.n_outputs_ or 1))
+        self.cv_scores_ = stored_array(arrays, "cv_scores", 1) if "cv_scores" in arrays else None

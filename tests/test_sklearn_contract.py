@@ -23,7 +23,8 @@ from tangentless.benchmarks.cnn import CNNClassifier
 from tangentless.benchmarks.datasets import load_digits_images
 from tangentless.kernels import ZCAWhitening, myrtle
 from tangentless.scattering import ScatteringFeatures, ScatteringRidgeClassifier, SparseScatteringClassifier
-from tangentless.solvers import CompositionalKernelClassifier, KernelRidgeClassifier
+from tangentless.solvers import (CompositionalKernel, CompositionalKernelClassifier,
+                                 KernelRidgeClassifier, KernelRidgeRegressor)
 
 N = 12  # training images (8x8 digits)
 
@@ -46,6 +47,9 @@ def _compositional():
 #: name -> (a fresh estimator, whether it takes the precomputed kernel rather than the images)
 ESTIMATORS = {
     "KernelRidgeClassifier": (KernelRidgeClassifier, True),
+    "KernelRidgeRegressor": (KernelRidgeRegressor, True),
+    "CompositionalKernel": (lambda: CompositionalKernel(arch=myrtle(5, head="linear"), flip=False,
+                                                        zca_bias=1e-2), False),
     "CompositionalKernelClassifier": (_compositional, False),
     "ScatteringRidgeClassifier": (lambda: ScatteringRidgeClassifier(J=2), False),
     "SparseScatteringClassifier": (lambda: SparseScatteringClassifier(J=1, L=2, projection=4, dictionary_size=8,
