@@ -8,7 +8,9 @@ fold)) then compute each distinct pair once::
     k_fold = cache.gram(spec, x[:40])       # sliced from k: no kernel evaluation
     k_test = cache.gram(spec, x[40:], x[:40])
 
-Entries are keyed by the spec (its repr, as a Gram store records it) and the flip mode; images by
+Entries are keyed by the spec (its repr, as a Gram store records it) and the flip mode (the
+flip-symmetrized kernel is the sum of the plain and the mirror entries, so a search over flips
+off and on computes each pair once per half); images by
 a digest of their bytes, shape and dtype, so a cached value is returned only for the very images
 it was computed from (whitened images of another ZCA fit are other images). Values are float64
 as :func:`~tangentless.kernels.gram` returns them; the cache holds an (m, m) float64 table per
@@ -77,10 +79,14 @@ class GramCache:
 
     def gram(self, spec, x, y=None, *, flip: bool | str = False, **options) -> np.ndarray:
         """K(x, y) (K(x, x) for y=None), float64 (len(x), len(y)), as ``spec.gram(x, y,
-        flip=flip, **options)`` returns it, computing only the pairs not cached. ``options`` go to
+        flip=flip, **options)`` returns it (to rounding: flip=True adds the cached plain and
+        mirror halves), computing only the pairs not cached. ``options`` go to
         ``spec.gram`` (block_size, progress, backend); a store is not a cache's business."""
         if "store" in options:
             raise ValueError("GramCache.gram keeps values in memory; pass store= to spec.gram instead")
+        if not isinstance(flip, str) and flip:   # K(x, y) + K(x, flip(y)): both halves cached
+            return (self.gram(spec, x, y, flip=False, **options)
+                    + self.gram(spec, x, y, flip="mirror", **options))
         x = np.asarray(x)
         y_images = x if y is None else np.asarray(y)
         digests_x = image_digests(x)

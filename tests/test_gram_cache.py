@@ -47,8 +47,14 @@ def test_cached_values_equal_the_engine_and_only_new_pairs_are_computed(digits):
     changed[0, 0, 0, 0] += 0.5
     np.testing.assert_allclose(cache.gram(SPEC, changed, x[:5], progress=False),
                                SPEC.gram(changed, x[:5], progress=False), rtol=1e-6)
+    # the flip-symmetrized kernel: the plain half is cached already, the mirror half is new
+    before = cache.evaluations
     flipped = cache.gram(SPEC, x[:5], flip=True, progress=False)
     np.testing.assert_allclose(flipped, SPEC.gram(x[:5], flip=True, progress=False), rtol=1e-6)
+    assert cache.evaluations == before + 5 * 6 // 2
+    np.testing.assert_allclose(cache.gram(SPEC, x[:5], flip="mirror", progress=False),
+                               SPEC.gram(x[:5], flip="mirror", progress=False), rtol=1e-6)
+    assert cache.evaluations == before + 5 * 6 // 2
 
 
 def test_clones_share_the_cache_and_stores_are_refused(digits):

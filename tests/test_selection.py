@@ -187,3 +187,26 @@ def test_a_diverging_grid_point_scores_none_and_the_search_goes_on(digits, monke
     from tangentless.kernels._shared.training import TrainingDivergedError
     with pytest.raises(TrainingDivergedError, match="diverged at every point"):
         selection.select_and_fit("cnn", all_params(TINY)["cnn"], grid, x, y)
+
+
+def test_the_kernel_search_shares_kernel_halves_and_scores_as_separate_fits(digits, monkeypatch):
+    from tangentless.benchmarks.experiments.methods import make_estimator
+    from tangentless.kernels import myrtle
+    train_x, train_y = digits[0][:30], digits[1][:30]
+    params = {**all_params(TINY)["kernel"], "arch": "myrtle5"}
+    grid = {"zca_bias": [1e-2], "flip": [False, True]}
+    evaluated = []
+    engine = type(myrtle(5)).gram
+
+    def counting(spec, a, b=None, **options):
+        evaluated.append((len(a), options.get("flip")))
+        return engine(spec, a, b, **options)
+
+    monkeypatch.setattr(type(myrtle(5)), "gram", counting)
+    model, chosen, record, _ = selection.select_and_fit("kernel", params, grid, train_x, train_y)
+    # flips off, then on: the plain half once, the mirror half once, never the flipped kernel whole
+    assert evaluated == [(30, False), (30, "mirror")]
+    separate = [make_estimator("kernel", {**params, **point}, 30).fit(train_x, train_y).ridge_.loo_score_
+                for point in selection.grid_points(grid)]
+    assert model.ridge_.loo_score_ == pytest.approx(max(separate))
+    assert model.cache is None and chosen["flip"] == [False, True][int(np.argmax(separate))]

@@ -138,13 +138,17 @@ def kernel_spec(params: dict):
 
 
 def make_estimator(method: str, params: dict, n_train: int, *, random_state: int = 0,
-                   progress: bool = False):
+                   progress: bool = False, cache=None):
     """An unfitted estimator (``fit(images, labels)``, ``predict(images)``) for a method that
-    will train on ``n_train`` images (which sets the networks' epochs)."""
+    will train on ``n_train`` images (which sets the networks' epochs); ``cache``: the kernel's
+    :class:`~tangentless.kernels.GramCache` (kernel only)."""
+    if cache is not None and method != "kernel":
+        raise ValueError(f"a Gram cache serves the kernel method, not {method!r}")
     if method == "kernel":
         return CompositionalKernelClassifier(arch=params["arch"], flip=params["flip"],
                                              zca_bias=params["zca_bias"],
-                                             alphas=tuple(params["alphas"]), progress=progress)
+                                             alphas=tuple(params["alphas"]), progress=progress,
+                                             cache=cache)
     if method == "scattering":
         return ScatteringRidgeClassifier(J=params["J"], alphas=tuple(params["alphas"]),
                                          progress=progress)
