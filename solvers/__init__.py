@@ -10,12 +10,12 @@ from .blocks import BlockSource, as_block_source
 from .compositional import CompositionalKernel, CompositionalKernelClassifier
 from .direct import JitterWarning, NotPositiveDefiniteError, solve_cholesky
 from .eigen import EigenPath, eigen_path, loo_errors, psd_eigh
-from .estimators import KernelRidgeClassifier, KernelRidgeRegressor
+from .estimators import KernelRidgeClassifier, KernelRidgeRegressor, NystromRidgeClassifier
 from .iterative import BCDResult, CGResult, bcd, pcg
 from .nystrom import nystrom_fit, uniform_centers
 
 __all__ = ["BCDResult", "BlockSource", "CGResult", "CompositionalKernel",
            "CompositionalKernelClassifier", "EigenPath", "JitterWarning", "KernelRidgeClassifier",
-           "KernelRidgeRegressor", "NotPositiveDefiniteError", "as_block_source",
+           "KernelRidgeRegressor", "NystromRidgeClassifier", "NotPositiveDefiniteError", "as_block_source",
            "bcd", "default_backend", "eigen_path", "loo_errors", "nystrom_fit", "pcg", "psd_eigh",
            "solve_cholesky", "uniform_centers"]

@@ -18,7 +18,9 @@ from tangentless.kernels._shared.persist import Persistent, stored_array
 from tangentless.kernels._shared.training import encode_labels
 from tangentless.kernels.architectures import myrtle_depth
 
-from .estimators import KernelRidgeClassifier, alphas_from_json, alphas_to_json
+from .estimators import (KernelRidgeClassifier, NystromRidgeClassifier, alphas_from_json,
+                         alphas_to_json)
+from .nystrom import uniform_centers
 
 #: the layer types a saved Layer spec may name (anything else in a model file is refused)
 LAYER_TYPES = {cls.__name__: cls for cls in (AvgPool, Cast, Conv, DirectSum, Gaussian, GlobalAvgPool,
@@ -166,6 +168,12 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
     alphas, solver: passed to :class:`KernelRidgeClassifier` (alpha chosen on the training data).
     cache: a :class:`~tangentless.kernels.GramCache` (see :class:`CompositionalKernel`), or None;
     a saved model does not keep it.
+    n_centers: None (exact: the n x n training kernel) or M: Nystrom mode, which computes only
+    K(X, centers) (n x M) for M training images drawn uniformly (seeded by ``random_state``)
+    and keeps only the centers' images: the way to fit where n x n is out of reach.
+    :class:`~tangentless.solvers.estimators.NystromRidgeClassifier` fits it (alpha on a
+    stratified hold-out; ``solver`` "auto" / "direct" or "falkon"); attribute centers_ (the M
+    indices into the training images).
     Memory: keeps the (whitened) training images; the training kernel is n x n float64.
     Attributes: spec_ (the Layer spec), zca_ (fitted :class:`ZCAWhitening` or None),
     train_images_ (n, H, W, C) float32, ridge_ (fitted :class:`KernelRidgeClassifier`, with the
@@ -177,7 +185,7 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
 
     def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
                  flip=True, alphas=KERNEL_ALPHAS, solver="auto", block_size=None, progress=False,
-                 cache=None):
+                 cache=None, n_centers=None, random_state=0):
         self.arch = arch
         self.nonlinearity = nonlinearity
         self.head = head
@@ -189,16 +197,37 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
         self.block_size = block_size
         self.progress = progress
         self.cache = cache
+        self.n_centers = n_centers
+        self.random_state = random_state
+
+    def _nystrom_solver(self) -> str:
+        if self.solver not in ("auto", "direct", "falkon"):
+            raise ValueError(f"with n_centers the solver is 'auto', 'direct' or 'falkon'; got {self.solver!r}")
+        return "direct" if self.solver == "auto" else self.solver
 
     def fit(self, X, y):
         """X: (n, H, W, C) images; y: (n,) labels."""
         raw = validate_images(X, "X", dtype=None)
         encode_labels(y, len(raw))  # shape, class labels, 2+ classes: before ZCA and Gram work
         labels = np.asarray(y)
-        self._fit_images(raw)
-        self.ridge_ = KernelRidgeClassifier(alphas=self.alphas, solver=self.solver,
-                                            psd_rtol=self.spec_.psd_rtol)
-        self.ridge_.fit(self._gram(self.train_images_), labels)
+        if self.n_centers is None:
+            self._fit_images(raw)
+            self.ridge_ = KernelRidgeClassifier(alphas=self.alphas, solver=self.solver,
+                                                psd_rtol=self.spec_.psd_rtol)
+            self.ridge_.fit(self._gram(self.train_images_), labels)
+            self.centers_ = None
+        else:
+            solver = self._nystrom_solver()
+            if int(self.n_centers) < 1:
+                raise ValueError(f"n_centers must be None or >= 1; got {self.n_centers}")
+            centers = uniform_centers(len(raw), min(int(self.n_centers), len(raw)),
+                                      seed=self.random_state)
+            self._fit_images(raw)
+            k_nm = self._gram(self.train_images_, self.train_images_[centers])
+            self.ridge_ = NystromRidgeClassifier(centers=centers, alphas=self.alphas, solver=solver,
+                                                 random_state=self.random_state,
+                                                 psd_rtol=self.spec_.psd_rtol).fit(k_nm, labels)
+            self.train_images_, self.centers_ = self.train_images_[centers], centers
         self.classes_ = self.ridge_.classes_
         self.alpha_ = self.ridge_.alpha_
         return self
@@ -224,7 +253,9 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
         self.spec_ = self._spec()
         self.zca_ = restore_child(ZCAWhitening, "zca_", meta, arrays) if self.zca else None
-        self.ridge_ = restore_child(KernelRidgeClassifier, "ridge_", meta, arrays)
+        ridge = KernelRidgeClassifier if self.n_centers is None else NystromRidgeClassifier
+        self.ridge_ = restore_child(ridge, "ridge_", meta, arrays)
+        self.centers_ = None if self.n_centers is None else np.asarray(self.ridge_.centers)
         self.train_images_ = stored_array(arrays, "train_images", 4, "f",
                                           shape=(self.ridge_.n_features_in_, None, None, None))
         if self.zca_ is not None and self.train_images_.shape[1:] != self.zca_.input_shape_:

@@ -358,3 +358,113 @@ class KernelRidgeRegressor(AlphaGridParams, Persistent, RegressorMixin, BaseEsti
         self.n_outputs_ = stored_number(meta, "n_outputs", integer=True, minimum=1, optional=True)
         self.coef_ = stored_array(arrays, "coef", 2, shape=(n, self.n_outputs_ or 1))
         self.cv_scores_ = stored_array(arrays, "cv_scores", 1) if "cv_scores" in arrays else None
+
+
+class NystromRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEstimator):
+    """One-vs-all Nystrom kernel ridge classification on K(X, centers): never the n x n kernel.
+
+    ``fit(K_nm, y)`` takes the (n, M) kernel between the n training points and M of them, the
+    centers, whose rows in K_nm ``centers`` names (so K_mm = K_nm[centers]); ``predict(K_test)``
+    the (n_test, M) kernel between test points and the centers. Coefficients from
+    :func:`~tangentless.solvers.nystrom.nystrom_fit` (``solver``: "direct" or "falkon"), alpha
+    on the scale of the full problem (with every point a center it is the exact kernel ridge).
+    Alpha selection, with several ``alphas``: accuracy (ties: squared error) on a stratified
+    held-out fraction ``holdout_fraction`` of the training rows (seeded by ``random_state``),
+    then refitted on all rows; the held-out rows stay among the centers' basis functions but
+    their labels are not fitted. Attributes: classes_, coef_ (M, c), alpha_, cv_scores_ (or
+    None), n_features_in_ (= M), psd_rtol_, backend_. ``save(path)`` / ``load(path)`` as the
+    other estimators.
+    """
+
+    def __init__(self, centers=None, alphas=KERNEL_ALPHAS, solver="direct", holdout_fraction=0.2,
+                 random_state=0, backend=None, psd_rtol=None):
+        self.centers = centers
+        self.alphas = alphas
+        self.solver = solver
+        self.holdout_fraction = holdout_fraction
+        self.random_state = random_state
+        self.backend = backend
+        self.psd_rtol = psd_rtol
+
+    def _params_to_json(self) -> dict:
+        params = super()._params_to_json()
+        return {**params, "centers": None if self.centers is None else np.asarray(self.centers).tolist()}
+
+    def _coef(self, k_nm, k_mm, targets, alpha):
+        return nystrom_fit(k_nm, k_mm, targets, alpha, solver=self.solver, psd_rtol=self.psd_rtol_,
+                           backend=self.backend_)
+
+    def fit(self, X, y):
+        """Fit on X = K_nm (n, M), the kernel between the training points and the centers."""
+        k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        check_classification_targets(y)
+        self.psd_rtol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
+                         else check_psd_rtol(self.psd_rtol))
+        k = check_kernel(k, "K_nm", square=False)
+        n, m = k.shape
+        if self.centers is None:
+            raise ValueError("centers is required: the M row indices of K_nm that are the centers")
+        centers = np.asarray(self.centers)
+        if (centers.shape != (m,) or not np.issubdtype(centers.dtype, np.integer)
+                or centers.min() < 0 or centers.max() >= n or np.unique(centers).size != m):
+            raise ValueError(f"centers must be {m} distinct row indices of K_nm (n = {n}); got "
+                             f"{centers.shape} {centers.dtype}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1); got {self.holdout_fraction}")
+        self.classes_, labels = np.unique(y, return_inverse=True)
+        if self.classes_.size < 2:
+            raise ValueError(f"y has one class ({self.classes_[0]!r}); a classifier needs at "
+                             "least 2 classes")
+        alphas = check_alphas(self.alphas)
+        self.backend_ = resolve_backend(self.backend)
+        k_mm = k[centers]
+        targets, _ = _one_hot(labels, self.classes_.size, False)
+        self.cv_scores_ = None
+        if alphas.size > 1:
+            n_held = int(np.ceil(self.holdout_fraction * n))
+            stratify = (np.bincount(labels).min() >= 2 and self.classes_.size <= n_held <= n - self.classes_.size)
+            fit_rows, held = train_test_split(np.arange(n), test_size=n_held, random_state=self.random_state,
+                                              stratify=labels if stratify else None)
+            scores = [k[held] @ self._coef(k[fit_rows], k_mm, targets[fit_rows], a) for a in alphas]
+            self.cv_scores_ = np.array([(s.argmax(axis=1) == labels[held]).mean() for s in scores])
+            mse = np.array([np.mean((s - targets[held]) ** 2) for s in scores])
+            self.alpha_ = float(alphas[_best(self.cv_scores_, mse)])
+        else:
+            self.alpha_ = float(alphas[0])
+        self.coef_ = self._coef(k, k_mm, targets, self.alpha_)
+        return self
+
+    def _scores(self, X) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        k = check_kernel(validate_data(self, X, reset=False, dtype=np.float64), "K_test",
+                         square=False)
+        return k @ self.coef_
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores (n_test, c) (two classes: score(classes_[1]) - score(classes_[0]))."""
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if self.classes_.size == 2 else scores
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (n_test,) for X = K(test points, centers) (n_test, M)."""
+        scores = self._scores(X)     # first: NotFittedError before classes_ is read
+        return self.classes_[scores.argmax(axis=1)]
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta = {"psd_rtol": self.psd_rtol_, "backend": self.backend_, "alpha": self.alpha_,
+                "n_features_in": self.n_features_in_}
+        arrays = {"classes": self.classes_, "coef": self.coef_}
+        if self.cv_scores_ is not None:
+            arrays["cv_scores"] = self.cv_scores_
+        return meta, arrays
+
+    def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
+        self.psd_rtol_ = stored_number(meta, "psd_rtol", minimum=0, below=1)
+        self.backend_ = stored_choice(meta, "backend", BACKENDS)
+        self.alpha_ = stored_number(meta, "alpha", minimum=0)
+        self.n_features_in_ = m = stored_number(meta, "n_features_in", integer=True, minimum=1)
+        self.classes_ = stored_array(arrays, "classes", 1, "biufU")
+        if self.classes_.size < 2 or np.unique(self.classes_).size != self.classes_.size:
+            raise ValueError(f"classes must be at least 2 distinct labels; got {self.classes_.tolist()}")
+        self.coef_ = stored_array(arrays, "coef", 2, shape=(m, self.classes_.size))
+        self.cv_scores_ = stored_array(arrays, "cv_scores", 1) if "cv_scores" in arrays else None

@@ -24,7 +24,7 @@ from tangentless.benchmarks.datasets import load_digits_images
 from tangentless.kernels import ZCAWhitening, myrtle
 from tangentless.scattering import ScatteringFeatures, ScatteringRidgeClassifier, SparseScatteringClassifier
 from tangentless.solvers import (CompositionalKernel, CompositionalKernelClassifier,
-                                 KernelRidgeClassifier, KernelRidgeRegressor)
+                                 KernelRidgeClassifier, KernelRidgeRegressor, NystromRidgeClassifier)
 
 N = 12  # training images (8x8 digits)
 
@@ -48,6 +48,7 @@ def _compositional():
 ESTIMATORS = {
     "KernelRidgeClassifier": (KernelRidgeClassifier, True),
     "KernelRidgeRegressor": (KernelRidgeRegressor, True),
+    "NystromRidgeClassifier": (lambda: NystromRidgeClassifier(centers=np.arange(0, N, 2)), True),
     "CompositionalKernel": (lambda: CompositionalKernel(arch=myrtle(5, head="linear"), flip=False,
                                                         zca_bias=1e-2), False),
     "CompositionalKernelClassifier": (_compositional, False),
@@ -66,6 +67,8 @@ UNFITTED = [(name, method) for name, (make, _) in ESTIMATORS.items() for method 
 
 def _input(name, digits):
     x, _, k = digits
+    if name == "NystromRidgeClassifier":
+        return k[:, ::2]     # K(X, centers): every other image a center
     return k if ESTIMATORS[name][1] else x
 
 
@@ -87,6 +90,7 @@ def _forbid(monkeypatch, target, attribute):
 WORK = {
     "KernelRidgeClassifier": [(estimators_module, "check_kernel"), (estimators_module, "eigen_path"),
                               (estimators_module, "solve_cholesky")],
+    "NystromRidgeClassifier": [(estimators_module, "check_kernel"), (estimators_module, "nystrom_fit")],
     "CompositionalKernelClassifier": [(CompositionalKernelClassifier, "_gram"), (ZCAWhitening, "fit")],
     "ScatteringRidgeClassifier": [(ridge_module, "scatter")],
     "SparseScatteringClassifier": [(frontend_module, "scatter"), (frontend_module, "scattering_fn"),
