@@ -169,27 +169,37 @@ def _effective_robustness(group: dict, i: int) -> str:
 
 
 def beyond_interval(group: dict, names: list[str], roles: dict[str, str]) -> dict[str, list[str]]:
-    """The methods (not family members) whose effective-robustness interval lies wholly above
-    zero ("above") or wholly below it ("below") in one group of the analysis."""
+    """The methods (not family members) of one group of the analysis whose effective robustness
+    is beyond both its own interval and the family's spread: interval wholly above zero and point
+    estimate above every family member's ("above"), or wholly below zero and below every
+    member's ("below"). The interval resamples test images only; the family's own residuals say
+    how far from the line a CNN lands by its width and budget alone."""
+    family = [group["rho"][i] for i, name in enumerate(names) if roles[name] == "family"]
     out: dict[str, list[str]] = {"above": [], "below": []}
     for i, name in enumerate(names):
         if roles[name] == "method":
             lo, hi = group["rho_interval"][i]
-            if lo > 0:
+            if lo > 0 and group["rho"][i] > max(family):
                 out["above"].append(name)
-            elif hi < 0:
+            elif hi < 0 and group["rho"][i] < min(family):
                 out["below"].append(name)
     return out
 
 
 def _shifts_section(payload: dict) -> tuple[str, dict]:
+    title = f"## Distribution shift: `{payload['_path'].parent.name}` ({payload.get('data', '')})\n"
+    if "analysis" not in payload:       # a run under way writes its analysis when it finishes
+        done = [r["name"] for r in payload.get("records", [])]
+        return (f"{title}\nIn progress: "
+                f"{len(done)} models stored ({', '.join(done) or 'none'}); the analysis is "
+                "written when the run finishes (rerun its command to resume).\n"), {"in_progress": done}
     analysis, records = payload["analysis"], {r["name"]: r for r in payload["records"]}
     names = analysis["models"]
     roles = {name: records[name]["role"] for name in names}
     groups = {g: analysis["groups"][g] for g in SHIFT_GROUPS
               if g in analysis["groups"] and "no_fit" not in analysis["groups"][g]}
     reused = payload.get("reused")
-    lines = [f"## Distribution shift ({payload['data']})\n",
+    lines = [title,
              f"Trained on {payload['n']} class-balanced training images"
              + (f" (the models reused from `{reused['from']}`: {reused['n']})" if reused else "")
              + f"; {payload['test_size']} class-balanced test images under every shifted set, "
@@ -211,16 +221,23 @@ def _shifts_section(payload: dict) -> tuple[str, dict]:
                                      "eff. robustness, all corruptions"], rows))
     methods = [i for i, name in enumerate(names) if roles[name] == "method"]
     if groups:
-        lines.append("Effective robustness of the methods per shift group (points, 95% interval):\n\n"
+        family = [i for i, name in enumerate(names) if roles[name] == "family"]
+        spread = ["family spread", *(f"{100 * min(g['rho'][i] for i in family):+.1f} .. "
+                                     f"{100 * max(g['rho'][i] for i in family):+.1f}" for g in groups.values())]
+        lines.append("Effective robustness of the methods per shift group (points, 95% interval), "
+                     "and the range of the family members' own:\n\n"
                      + markdown_table(["method", *groups], [
                          [names[i], *(_effective_robustness(g, i) for g in groups.values())]
-                         for i in methods]))
+                         for i in methods] + [spread]))
     verdicts = {group: beyond_interval(g, names, roles) for group, g in groups.items()}
     above = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["above"]})
     below = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["below"]})
-    lines.append("Effective robustness beyond its interval: "
-                 + (", ".join(above) if above else "none") + ". Below the fit beyond its interval: "
-                 + (", ".join(below) if below else "none") + f".\n\nMachine: {_machine(payload)}. "
+    lines.append("Effective robustness beyond its interval and above every family member's: "
+                 + (", ".join(above) if above else "none") + ". Below the fit beyond its interval "
+                 "and below every member: " + (", ".join(below) if below else "none")
+                 + f" ({len(methods)} methods x {len(groups)} groups, each at 95%: about "
+                 f"{0.05 * len(methods) * len(groups):.1f} would cross zero by chance alone)."
+                 f"\n\nMachine: {_machine(payload)}. "
                  f"Full report and plots: `{payload['_path'].parent.name}/shifts.md`.\n")
     return "\n".join(lines), {"verdicts": verdicts, "corruption": corruption,
                               "clean": {n: records[n]["accuracy"]["clean"] for n in names}}
