@@ -187,8 +187,10 @@ def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0:
                     title: str = "", new_label: str = "accuracy on the re-collected test set"
                     ) -> pathlib.Path:
     """PNG of new (re-collected or shifted, axis label ``new_label``) vs original test accuracy
-    (``models``: ``{"name", "orig", "new"}``, fractions) on logit axes, where the fit logit(new)
-    = b1 logit(orig) + b0 is a straight line; the dashed diagonal is new = orig (no drop)."""
+    (``models``: ``{"name", "orig", "new"}``, fractions, and optionally ``"role": "family"`` for
+    the models that define the fit, drawn alike in grey under one legend entry) on logit axes,
+    where the fit logit(new) = b1 logit(orig) + b0 is a straight line; the dashed diagonal is new
+    = orig (no drop)."""
     fig = Figure(figsize=(5.6, 5.0), layout="constrained")
     ax = fig.add_subplot()
     values = [m[key] for m in models for key in ("orig", "new")]
@@ -196,9 +198,15 @@ def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0:
     grid = np.linspace(low, high, 200)
     ax.plot(grid, grid, "k--", lw=1, label="no drop (new = original)")
     fitted = 1 / (1 + np.exp(-(b1 * np.log(grid / (1 - grid)) + b0)))
-    ax.plot(grid, fitted, "C3", lw=1.5, label=f"logit fit: b1 = {b1:.3f}, b0 = {b0:.3f}")
-    for i, model in enumerate(models):
-        ax.scatter(model["orig"], model["new"], color=f"C{i % 10}", zorder=3, label=model["name"])
+    ax.plot(grid, fitted, color="0.3", lw=1.5, label=f"logit fit: b1 = {b1:.3f}, b0 = {b0:.3f}")
+    family = [m for m in models if m.get("role") == "family"]
+    if family:
+        ax.scatter([m["orig"] for m in family], [m["new"] for m in family], color="0.6", marker="o",
+                   s=22, zorder=2, label=f"CNN family ({len(family)}, defines the fit)")
+    markers = "sD^vP*Xph"
+    for i, model in enumerate(m for m in models if m.get("role") != "family"):
+        ax.scatter(model["orig"], model["new"], color=f"C{i % 10}", marker=markers[i % len(markers)],
+                   s=48, edgecolor="k", linewidth=0.5, zorder=3, label=model["name"])
     ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98,
                          0.99) if low <= t <= high]
     labels = [f"{100 * t:g}%" for t in ticks]

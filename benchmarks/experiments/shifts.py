@@ -351,8 +351,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
                      f"{g['residual_std']:.3f} (logit units).\n\n" + markdown_table(
                          ["model", "clean %", "shifted %", "eff. robustness", "95% interval"], rows))
         if group.startswith("family: ") or group in ("jpeg", "translate", "rotate", "all corruptions"):
-            points = [{"name": name, "orig": g["accuracy_orig"][i], "new": g["accuracy_new"][i]}
-                      for i, name in enumerate(names)]
+            points = [{"name": name, "orig": g["accuracy_orig"][i], "new": g["accuracy_new"][i],
+                       "role": records[name]["role"]} for i, name in enumerate(names)]
             slug = group.replace("family: ", "").replace(" ", "_")
             plot_robustness(points, out / f"{NAME}_{slug}.png", g["b1"], g["b0"],
                             new_label=f"accuracy under {group.replace('family: ', '')}", title=f"{group}: clean vs shifted, {trained_on}, "
