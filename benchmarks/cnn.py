@@ -43,7 +43,7 @@ from ..kernels._shared.images import check_fitted_images, parse_input_dtype, to_
 from ..kernels._shared.persist import (Persistent, check_stored_classes, stored_array, stored_budget,
                                        stored_history, stored_shape)
 from ..kernels._shared.standardize import fit_standardization, standardize
-from ..kernels._shared.training import (ArrayData, EpochRandom, TrainResult, augment_batch, check_finite_model,
+from ..kernels._shared.training import (check_class_labels, ArrayData, EpochRandom, TrainResult, augment_batch, check_finite_model,
                                         check_finite_outputs, encode_labels, evaluation_scores, fingerprint,
                                         named_arrays, one_cycle, padded_batches, sgd, sgd_update, train_loop,
                                         train_metrics, trees_from_arrays)
@@ -563,6 +563,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
+        check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         images = validate_images(X, "X", dtype=None)
         self.classes_, targets = encode_labels(y, len(images))
         init, apply = self._network()

@@ -5,17 +5,30 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._shared.images import check_array_content
 from ._shared.persist import Persistent, stored_array, stored_number, stored_shape
 
 
-def _normalized_rows(x: np.ndarray, name: str) -> np.ndarray:
-    """(N, ...) images -> (N, D) float64 rows, each centred on its own mean and scaled to unit norm."""
+def _as_images(x, name: str) -> np.ndarray:
+    """``x`` as an array of (N, H, W, C) images or (N, D) rows of real numbers (an object array of
+    numbers is read as float64; anything else in it raises numpy's TypeError)."""
     arr = np.asarray(x)
-    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    if arr.ndim < 2 or arr.shape[0] < 1:
-        raise ValueError(f"{name} must be (N, H, W, C) images or (N, D) rows; got shape {arr.shape}")
+    if arr.dtype == object:
+        arr = arr.astype(np.float64)
+    arr = check_array_content(arr, name)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must be (N, H, W, C) images or (N, D) rows; got shape {arr.shape}. "
+                         "Reshape your data: one image is x[None]")
+    return arr
+
+
+def _normalized_rows(arr: np.ndarray, name: str) -> np.ndarray:
+    """(N, ...) images (checked by :func:`_as_images`) -> (N, D) float64 rows, each centred on its
+    own mean and scaled to unit norm."""
     rows = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    if rows.shape[1] == 1:
+        raise ValueError(f"{name} has 1 feature(s) per image: centring each image on its own mean "
+                         "leaves nothing to whiten")
     if not np.isfinite(rows).all():
         raise ValueError(f"{name} contains NaN or inf values")
     rows = rows - rows.mean(axis=1, keepdims=True)
@@ -33,7 +46,8 @@ class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
 
     (E, V) is the eigendecomposition of the training rows' second-moment matrix X^T X / n.
     ``bias`` is added to the eigenvalues (1e-5 for kernels, 1e-4 for networks in the paper).
-    Fit on training images only; ``transform`` keeps the input's shape and returns float32.
+    Fit on training images only; ``transform`` keeps the input's shape and its float dtype (float64
+    stays float64, float32 and integer or bool pixels give float32).
     Attributes: whitening_ (D, D) float64, n_features_in_ (D), input_shape_ (per-image shape).
     ``save(path)`` / ``ZCAWhitening.load(path)``: arrays + JSON, no pickle.
     """
@@ -45,15 +59,21 @@ class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
         if not (isinstance(self.bias, (int, float, np.floating)) and np.isfinite(self.bias)
                 and self.bias >= 0):
             raise ValueError(f"bias must be finite and >= 0, got {self.bias}")
-        rows = _normalized_rows(x, "x")
+        arr = _as_images(x, "x")
+        rows = _normalized_rows(arr, "x")
         eigenvalues, eigenvectors = np.linalg.eigh(rows.T @ rows / rows.shape[0])
         eigenvalues = np.clip(eigenvalues, 0.0, None) + self.bias
         if (eigenvalues <= 0).any():
             raise ValueError("the image covariance is singular and bias=0: use a positive bias")
         self.whitening_ = (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
         self.n_features_in_ = rows.shape[1]
-        self.input_shape_ = np.asarray(x).shape[1:]
+        self.input_shape_ = arr.shape[1:]
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
     def _fitted_state(self) -> tuple[dict, dict]:
         return ({"n_features_in": self.n_features_in_, "input_shape": list(self.input_shape_)},
@@ -68,9 +88,11 @@ class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
 
     def transform(self, x):
         check_is_fitted(self, "whitening_")
-        arr = np.asarray(x)
+        arr = _as_images(x, "x")
         if arr.shape[1:] != self.input_shape_:
-            raise ValueError(f"x has per-image shape {arr.shape[1:]}, but the whitening was fitted "
-                             f"on {self.input_shape_}")
+            raise ValueError(f"X has {int(np.prod(arr.shape[1:]))} features, but ZCAWhitening is "
+                             f"expecting {self.n_features_in_} features as input (per-image shape "
+                             f"{arr.shape[1:]}; fitted on {self.input_shape_})")
         rows = _normalized_rows(arr, "x") @ self.whitening_
-        return rows.reshape(arr.shape).astype(np.float32)
+        dtype = np.float64 if arr.dtype == np.float64 else np.float32
+        return rows.reshape(arr.shape).astype(dtype)

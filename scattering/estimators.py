@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..kernels._shared.images import check_fitted_images, parse_input_dtype, validate_images
 from ..kernels._shared.persist import (Persistent, check_stored_classes, stored_array, stored_budget,
                                        stored_history, stored_shape)
-from ..kernels._shared.training import (check_finite_model, check_finite_outputs, encode_labels, named_arrays,
+from ..kernels._shared.training import (check_class_labels, check_finite_model, check_finite_outputs, encode_labels, named_arrays,
                                         trees_from_arrays)
 from . import frontend, model, sparse_coding, train
 
@@ -99,6 +99,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on images X (n, H, W, C) and labels y (n,)."""
+        check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         images = validate_images(X, "X", dtype=None)
         self.classes_, targets = encode_labels(y, len(images))
         self.config_ = model.ModelConfig(

@@ -12,7 +12,7 @@ from ..kernels._shared.images import check_fitted_images, parse_input_dtype, val
 from ..kernels._shared.nested import child_state, restore_child
 from ..kernels._shared.persist import Persistent, stored_array, stored_shape
 from ..kernels._shared.standardize import fit_standardization
-from ..kernels._shared.training import encode_labels
+from ..kernels._shared.training import check_class_labels, encode_labels
 from ..solvers import KernelRidgeClassifier
 from ..solvers.estimators import AlphaGridParams
 from .frontend import scatter
@@ -65,6 +65,7 @@ class ScatteringRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, Ba
 
     def fit(self, X, y):
         """X: (n, H, W, C) images; y: (n,) labels."""
+        check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         images = validate_images(X, "X", dtype=None)
         encode_labels(y, len(images))  # shape, class labels, 2+ classes: before any scattering
         features = self._features(images)

@@ -15,7 +15,7 @@ from tangentless.kernels._shared.defaults import KERNEL_ALPHAS
 from tangentless.kernels._shared.images import check_fitted_images, parse_input_dtype
 from tangentless.kernels._shared.nested import child_state, restore_child
 from tangentless.kernels._shared.persist import Persistent, stored_array
-from tangentless.kernels._shared.training import encode_labels
+from tangentless.kernels._shared.training import check_class_labels, encode_labels
 from tangentless.kernels.architectures import myrtle_depth
 
 from .estimators import (KernelRidgeClassifier, NystromRidgeClassifier, alphas_from_json,
@@ -207,6 +207,7 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
 
     def fit(self, X, y):
         """X: (n, H, W, C) images; y: (n,) labels."""
+        check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         raw = validate_images(X, "X", dtype=None)
         encode_labels(y, len(raw))  # shape, class labels, 2+ classes: before ZCA and Gram work
         labels = np.asarray(y)

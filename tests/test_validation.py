@@ -56,12 +56,18 @@ def test_wrong_rank_y(spec, x, shape):
 
 
 def test_empty_batch(spec, x):
-    with pytest.raises(ValueError, match=r"^x has an empty dimension"):
+    with pytest.raises(ValueError, match=r"^x has 0 sample\(s\) \(shape=\(0, 8, 8, 3\)\)"):
         _gram(spec, x[:0])
-    with pytest.raises(ValueError, match=r"^y has an empty dimension"):
+    with pytest.raises(ValueError, match=r"^y has 0 sample\(s\)"):
         _gram(spec, x, x[:0])
-    with pytest.raises(ValueError, match=r"empty"):
+    with pytest.raises(ValueError, match=r"^x has 0 feature\(s\) \(shape=\(2, 8, 8, 0\)\)"):
         _gram(spec, np.zeros((2, 8, 8, 0), dtype=np.float32))
+
+
+def test_sparse_input_is_named_before_the_shape(spec):
+    import scipy.sparse
+    with pytest.raises(ValueError, match=r"^x: sparse input is not supported"):
+        _gram(spec, scipy.sparse.csr_matrix(np.ones((3, 4))))
 
 
 def test_mismatched_channels(spec, x):
@@ -110,7 +116,7 @@ def test_strings_rejected(spec):
 
 
 def test_complex_rejected(spec, x):
-    with pytest.raises((TypeError, ValueError), match=r"real numbers.*complex"):
+    with pytest.raises((TypeError, ValueError), match=r"^x: Complex data not supported: .*real numbers.*complex"):
         _gram(spec, x.astype(np.complex64))
     with pytest.raises((TypeError, ValueError), match=r"complex"):
         _gram(spec, x, x.astype(np.complex128))

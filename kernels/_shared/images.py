@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["validate_images", "to_unit_range", "INPUT_SCALES", "check_fitted_images", "parse_input_dtype"]
+__all__ = ["validate_images", "check_array_content", "to_unit_range", "INPUT_SCALES", "check_fitted_images", "parse_input_dtype"]
 
 
 def validate_images(x, name: str = "x", dtype: str | None = "float32") -> np.ndarray:
     """Check an NHWC image batch (N, H, W, C) and return it as ``dtype``; ``dtype=None`` keeps
     uint8 as uint8 (to be scaled by :func:`to_unit_range`) and gives anything else as float32.
-    ValueError names what is wrong (shape, dtype, NaN/inf and in which images, overflow)."""
-    try:
-        arr = np.asarray(x)
-    except Exception as err:  # ragged lists and the like
-        raise ValueError(f"{name} is not convertible to an array: {err}") from None
+    ValueError names what is wrong (sparse, complex or non-numeric input, no images or an empty
+    dimension, shape, NaN/inf and in which images, overflow), in that order."""
+    arr = check_array_content(x, name)
     if arr.ndim != 4:
         raise ValueError(f"{name} must be a 4-D NHWC array (N, H, W, C); got shape {arr.shape}")
-    if min(arr.shape) < 1:
-        raise ValueError(f"{name} has an empty dimension: shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
     if dtype is None:
         dtype = "uint8" if arr.dtype == np.uint8 else "float32"
     bad = ~np.isfinite(arr)
@@ -34,6 +28,28 @@ def validate_images(x, name: str = "x", dtype: str | None = "float32") -> np.nda
         raise ValueError(f"{name} has values too large for {dtype} "
                          f"(largest magnitude {float(np.abs(arr).max()):.3g})")
     return converted
+
+
+def check_array_content(x, name: str = "x") -> np.ndarray:
+    """``x`` as a numpy array of real numbers with at least one entry, checked before its shape is:
+    ValueError for sparse matrices, complex or non-numeric values, no samples or an empty
+    dimension (scikit-learn's wording where it has one)."""
+    if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
+        raise ValueError(f"{name}: sparse input is not supported (images are dense); pass a numpy array")
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists and the like
+        raise ValueError(f"{name} is not convertible to an array: {err}") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name}: Complex data not supported: images hold real numbers (got dtype "
+                         f"{arr.dtype})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    if arr.ndim and arr.shape[0] == 0:
+        raise ValueError(f"{name} has 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required")
+    if arr.ndim > 1 and min(arr.shape[1:]) == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required")
+    return arr
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:

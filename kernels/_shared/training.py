@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write
 from .digest import array_sha256
 
-__all__ = ["CHECKPOINT", "CheckpointError", "TrainingDivergedError", "TrainResult", "check_labels", "encode_labels",
+__all__ = ["CHECKPOINT", "CheckpointError", "TrainingDivergedError", "TrainResult", "check_class_labels", "check_labels", "encode_labels",
            "non_finite_leaves", "check_finite_model",
            "check_finite_outputs", "EpochRandom", "augment_batch", "ArrayData", "padded_batches", "decay_mask", "sgd", "sgd_update", "step_decay", "one_cycle",
            "train_metrics", "evaluation_scores", "fingerprint", "named_arrays", "trees_from_arrays", "save_checkpoint",
@@ -87,22 +87,34 @@ def check_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.nda
     return labels
 
 
-def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
-    """(classes (c,) sorted, a plain array (numbers or strings, never object), targets (n,) ints in
-    [0, c)) of the labels ``y`` (n,) of n images: any discrete labels, strings included; an object
-    array of strings or numbers is converted to a plain one. ValueError: another shape, continuous
-    or mixed labels, a single class."""
+def check_class_labels(y, name: str = "y") -> np.ndarray:
+    """The labels ``y`` (n,) as a plain array (numbers or strings, never object), checked on their
+    own, before any image is looked at (so a fit given no, continuous or single-class labels
+    says so first): ValueError for None, another shape, continuous or mixed labels, a single
+    class."""
+    if y is None:
+        raise ValueError(f"this classifier requires y to be passed, but the target {name} is None")
     labels = np.asarray(y)
-    if labels.ndim != 1 or len(labels) != n:
-        raise ValueError(f"{name} must be (n,) labels for the {n} images; got shape {labels.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be (n,) labels; got shape {labels.shape}")
     check_classification_targets(labels)
     if labels.dtype == object:
         labels = np.asarray(labels.tolist())
         if labels.dtype == object:
             raise ValueError(f"{name} must hold numbers or strings; got objects such as {labels[0]!r}")
+    if np.unique(labels).size < 2:
+        raise ValueError(f"{name} has a single class ({labels[0]!r}); need at least 2")
+    return labels
+
+
+def encode_labels(y, n: int, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
+    """(classes (c,) sorted, a plain array (numbers or strings, never object), targets (n,) ints in
+    [0, c)) of the labels ``y`` (n,) of n images: any discrete labels, strings included
+    (:func:`check_class_labels`); ValueError also where there are not n of them."""
+    labels = check_class_labels(y, name)
+    if len(labels) != n:
+        raise ValueError(f"{name} must be (n,) labels for the {n} images; got shape {labels.shape}")
     classes, targets = np.unique(labels, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"{name} has a single class ({classes[0]!r}); need at least 2")
     return classes, targets.reshape(-1)
 
 
