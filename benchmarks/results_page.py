@@ -248,15 +248,22 @@ SECTIONS = [("quickstart", "quickstart/quickstart.json", _quickstart_section),
             ("small_data_kernel", "small_data_kernel/small_data.json", _small_data_section),
             ("architectures", "architectures/architectures.json", _architectures_section),
             ("full_data", "full_data/full_data.json", _full_data_section),
-            ("shifts", "shifts/shifts.json", _shifts_section),
-            ("shifts_kernel", "shifts_kernel/shifts.json", _shifts_section)]
+            ("shifts", "shifts/shifts.json", _shifts_section)]
+
+
+def _sections(results: pathlib.Path) -> list[tuple]:
+    """:data:`SECTIONS`, then one distribution-shift section per further ``shifts_*`` folder (runs
+    of a costly method that reuse the main run's family, e.g. the kernel's)."""
+    extra = [(path.parent.name, f"{path.parent.name}/shifts.json", _shifts_section)
+             for path in sorted(results.glob("shifts_*/shifts.json"))]
+    return SECTIONS + extra
 
 
 def write_page(results: str | pathlib.Path) -> dict:
     """Write ``results/results.{json,md}`` from the results files found; return the JSON."""
     results = pathlib.Path(results)
     parts, texts = {}, []
-    for name, relative, section in SECTIONS:
+    for name, relative, section in _sections(results):
         payload = _load(results / relative)
         if payload is None:
             texts.append(f"## {name}\n\nNo results file ({relative}) yet.\n")
