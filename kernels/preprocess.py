@@ -10,12 +10,9 @@ from ._shared.persist import Persistent, stored_array, stored_number, stored_sha
 
 
 def _as_images(x, name: str) -> np.ndarray:
-    """``x`` as an array of (N, H, W, C) images or (N, D) rows of real numbers (an object array of
-    numbers is read as float64; anything else in it raises numpy's TypeError)."""
-    arr = np.asarray(x)
-    if arr.dtype == object:
-        arr = arr.astype(np.float64)
-    arr = check_array_content(arr, name)
+    """``x`` as an array of (N, H, W, C) images or (N, D) rows of real numbers
+    (:func:`~tangentless.kernels._shared.images.check_array_content`)."""
+    arr = check_array_content(x, name)
     if arr.ndim < 2:
         raise ValueError(f"{name} must be (N, H, W, C) images or (N, D) rows; got shape {arr.shape}. "
                          "Reshape your data: one image is x[None]")

@@ -2,10 +2,10 @@
 and "scattering + kernel ridge"."""
 from __future__ import annotations
 
-import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..kernels._shared.images import validate_images
 from ..kernels._shared.persist import Persistent, stored_shape
 from .frontend import check_config, check_spatial, num_channels, scatter
 
@@ -33,18 +33,18 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
         self.progress = progress
 
     def fit(self, images, y=None):
-        """Record the image shape (H, W, C) and the output shape (h, w, C * K)."""
+        """Check the images (N, H, W, C) and record their shape (H, W, C) and the output shape
+        (h, w, C * K)."""
         check_config(self.J, self.L, self.max_order)
-        shape = np.shape(images)
-        if len(shape) != 4:
-            raise ValueError(f"images must be a 4-D NHWC array (N, H, W, C); got shape {shape}")
-        _, height, width, channels = shape
+        self._set_shapes(*validate_images(images, "images", dtype=None).shape[1:])
+        return self
+
+    def _set_shapes(self, height: int, width: int, channels: int) -> None:
         check_spatial(height, width, self.J)
         scale = 2 ** self.J
         self.input_shape_ = (height, width, channels)
         self.output_shape_ = (height // scale, width // scale,
                               channels * num_channels(self.J, self.L, self.max_order, self.phase))
-        return self
 
     def _params_to_json(self) -> dict:
         params = self.get_params(deep=False)
@@ -55,7 +55,8 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
 
     def _restore_fitted_state(self, meta: dict, arrays: dict) -> None:
         input_shape = stored_shape(meta, "input_shape", 3)
-        self.fit(np.empty((0, *input_shape), np.float32))   # the output shape these params give
+        check_config(self.J, self.L, self.max_order)
+        self._set_shapes(*input_shape)                      # the output shape these params give
         if stored_shape(meta, "output_shape", 3) != self.output_shape_:
             raise ValueError(f"output_shape {meta['output_shape']} is not {list(self.output_shape_)}, "
                              f"what input_shape {list(input_shape)} gives with these parameters")
@@ -63,7 +64,8 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
     def transform(self, images):
         """(N, H, W, C), the fitted (H, W, C) -> (N, h * w * C * K) or (N, h, w, C * K) float32."""
         check_is_fitted(self, "input_shape_")
-        shape = np.shape(images)
+        images = validate_images(images, "images", dtype=None)
+        shape = images.shape
         if tuple(shape[1:]) != self.input_shape_:
             expected = ", ".join(map(str, self.input_shape_))
             raise ValueError(f"images must have shape (N, {expected}) as in fit; got {shape}")

@@ -309,7 +309,7 @@ def test_uint8_preprocessing_and_string_labels():
     (lambda x, y: (x[0], y), "4-D"),
     (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), y), "NaN"),
     (lambda x, y: (x, y[:-1]), "labels for the"),
-    (lambda x, y: (x, np.zeros_like(y)), "single class"),
+    (lambda x, y: (x, np.zeros_like(y)), "one class"),
 ])
 def test_bad_training_input(make, match):
     x = RNG.random((6, 8, 8, 1)).astype(np.float32)

@@ -256,7 +256,7 @@ def test_estimator_input_errors_and_params():
         clf.fit(bad, labels)
     with pytest.raises(ValueError, match="6 images"):
         clf.fit(images, labels[:5])
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ValueError, match="one class"):
         clf.fit(images, np.zeros(6, int))
     with pytest.raises(NotFittedError):
         clf.predict(images)

@@ -187,7 +187,7 @@ def test_string_labels_also_as_objects_round_trip(kind, digits, tmp_path):
 
 @pytest.mark.parametrize("y, match", [(np.array([1, "a"] * 32, dtype=object), "Unknown label type"),
                                       (np.linspace(0, 1, 64), "Unknown label type"),
-                                      (np.zeros(64), "single class")])
+                                      (np.zeros(64), "one class")])
 def test_unusable_labels_are_refused(y, match, digits):
     with pytest.raises(ValueError, match=match):
         _scattering(epochs=1).fit(digits[0], y)

@@ -33,22 +33,28 @@ def validate_images(x, name: str = "x", dtype: str | None = "float32") -> np.nda
 def check_array_content(x, name: str = "x") -> np.ndarray:
     """``x`` as a numpy array of real numbers with at least one entry, checked before its shape is:
     ValueError for sparse matrices, complex or non-numeric values, no samples or an empty
-    dimension (scikit-learn's wording where it has one)."""
+    dimension (scikit-learn's wording where it has one); an object array of numbers is read as
+    float64, one holding anything else is a TypeError."""
     if hasattr(x, "toarray") or type(x).__module__.startswith("scipy.sparse"):
         raise ValueError(f"{name}: sparse input is not supported (images are dense); pass a numpy array")
     try:
         arr = np.asarray(x)
     except Exception as err:  # ragged lists and the like
         raise ValueError(f"{name} is not convertible to an array: {err}") from None
+    if arr.dtype == object:     # numbers held as objects are read as float64
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must hold real numbers; got dtype object ({err})") from None
     if np.iscomplexobj(arr):
         raise ValueError(f"{name}: Complex data not supported: images hold real numbers (got dtype "
                          f"{arr.dtype})")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
     if arr.ndim and arr.shape[0] == 0:
-        raise ValueError(f"{name} has 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required")
+        raise ValueError(f"{name} has 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required.")
     if arr.ndim > 1 and min(arr.shape[1:]) == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required")
+        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     return arr
 
 

@@ -97,13 +97,15 @@ def check_class_labels(y, name: str = "y") -> np.ndarray:
     labels = np.asarray(y)
     if labels.ndim != 1:
         raise ValueError(f"{name} must be (n,) labels; got shape {labels.shape}")
+    if labels.size == 0:
+        raise ValueError(f"{name} has 0 sample(s): no labels to fit")
     check_classification_targets(labels)
     if labels.dtype == object:
         labels = np.asarray(labels.tolist())
         if labels.dtype == object:
             raise ValueError(f"{name} must hold numbers or strings; got objects such as {labels[0]!r}")
     if np.unique(labels).size < 2:
-        raise ValueError(f"{name} has a single class ({labels[0]!r}); need at least 2")
+        raise ValueError(f"{name} has one class ({labels[0]!r}); a classifier needs at least 2")
     return labels
 
 
