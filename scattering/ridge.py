@@ -77,13 +77,24 @@ class ScatteringRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, Ba
         self.image_shape_, self.input_dtype_ = tuple(images.shape[1:]), str(images.dtype)
         return self
 
-    def predict(self, X):
-        """(n_test,) predicted labels."""
+    def test_kernel(self, X) -> np.ndarray:
+        """(n_test, n_train) RBF kernel between the new images' scattering rows and the training rows."""
         check_is_fitted(self, "ridge_")
         images = validate_images(X, "X", dtype=None)
         check_fitted_images(images, self.image_shape_, self.input_dtype_)
         rows = scattering_rows(self._features(images), self.standardization_)
-        return self.ridge_.predict(rbf_kernel(rows, self.train_rows_))
+        return rbf_kernel(rows, self.train_rows_)
+
+    def decision_function(self, X):
+        """Ridge outputs, as :meth:`KernelRidgeClassifier.decision_function` (what
+        ``CalibratedClassifierCV`` turns into probabilities)."""
+        k = self.test_kernel(X)   # first: NotFittedError before ridge_ is read
+        return self.ridge_.decision_function(k)
+
+    def predict(self, X):
+        """(n_test,) predicted labels."""
+        k = self.test_kernel(X)   # first: NotFittedError before ridge_ is read
+        return self.ridge_.predict(k)
 
     def _fitted_state(self) -> tuple[dict, dict]:
         meta, arrays = child_state("ridge_", self.ridge_)

@@ -180,6 +180,11 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
     def fit(self, X, y):
         """Fit on the (n, n) training kernel X = K_train and labels y (n,)."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        if k.ndim == 2 and k.shape[0] != k.shape[1]:
+            raise ValueError(f"K_train must be square (n, n); got shape {k.shape}. Splitters that take "
+                             "rows only (CalibratedClassifierCV) make such kernels: calibrate on images "
+                             "(CompositionalKernel before the ridge in a Pipeline), or fit a "
+                             "LogisticRegression on a fitted ridge's held-out decision values")
         check_classification_targets(y)
         self.psd_rtol_ = (psd_tolerance(k.dtype) if self.psd_rtol is None
                          else check_psd_rtol(self.psd_rtol))
