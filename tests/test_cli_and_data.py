@@ -27,6 +27,13 @@ def test_gram_command_on_digits_writes_the_matrix(tmp_path, capsys):
     assert summary["images"] == 24 and k.shape == (24, 24)
     np.testing.assert_array_equal(k, k.T)
     assert summary["min_eigenvalue"] > -1e-9
+    # evaluations as the progress bar counts them: blocks of the upper triangle, whole
+    assert summary["pairs"] == 24 * 25 // 2 and summary["compile_seconds"] >= 0
+    assert summary["evaluations_per_second"] == pytest.approx(summary["evaluations"] / summary["seconds"], rel=0.01)
+    assert main(["gram", "--n", "24", "--quiet", "--block-size", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"] == 6 * 8 * 8      # 3 x 3 blocks, 6 upper
+    assert main(["gram", "--n", "24", "--quiet", "--block-size", "24", "--flip"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"] == 24 * 24 * 2    # one block, flipped
     # the command's matrix is the library's kernel of ZCA-whitened digits
     from tangentless.kernels import ZCAWhitening
     x = ZCAWhitening().fit_transform(load_digits_images()[0][:24])
