@@ -183,6 +183,27 @@ def plot_accuracy_vs_cost(summary: list[dict], path: str | pathlib.Path, chance:
     return _save(fig, path)
 
 
+def plot_methods(results: list[dict], path: str | pathlib.Path, chance: float, title: str = "") -> pathlib.Path:
+    """PNG of one fit per method (``results``: ``{"method", "accuracy", "seconds"}``, accuracy a
+    fraction): test accuracy bars, each labelled with its accuracy and seconds, and the chance
+    line; one trial each (no error bars: the title should say so)."""
+    fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    names = [r["method"] for r in results]
+    accuracy = [100 * r["accuracy"] for r in results]
+    bars = ax.bar(names, accuracy, color=[f"C{i % 10}" for i in range(len(results))])
+    for bar, r in zip(bars, results):
+        ax.annotate(f"{100 * r['accuracy']:.1f}%\n{r['seconds']:.0f} s",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                    va="bottom", fontsize="small")
+    ax.axhline(100 * chance, color="k", ls="--", lw=1, label=f"chance ({100 * chance:g}%)")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(textwrap.fill(title, 70), fontsize="medium")
+    ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, path)
+
+
 def plot_robustness(models: list[dict], path: str | pathlib.Path, b1: float, b0: float,
                     title: str = "", new_label: str = "accuracy on the re-collected test set"
                     ) -> pathlib.Path:

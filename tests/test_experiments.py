@@ -396,6 +396,7 @@ def test_quickstart_writes_its_report(tmp_path, monkeypatch, capsys):
     assert selection["kernel"]["grid_size"] == len(selection["kernel"]["grid"]["zca_bias"]) * len(
         selection["kernel"]["grid"]["alpha"])
     assert (tmp_path / "quickstart.md").read_text().startswith("# Quickstart")
+    assert (tmp_path / "quickstart.png").stat().st_size > 0
 
 
 def test_bench_imagenet_on_tiny_folders(tmp_path, capsys):

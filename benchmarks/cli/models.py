@@ -30,7 +30,7 @@ def run_quickstart(args) -> int:
     from ..datasets import balanced_subset, load_digits_images
     from ..experiments.methods import describe
     from ..experiments.selection import select_and_fit
-    from ..report import markdown_table, percent, write_json
+    from ..report import markdown_table, percent, plot_methods, write_json
 
     start = time.perf_counter()
     out = report_folder(args)
@@ -64,11 +64,15 @@ def run_quickstart(args) -> int:
     write_json(out / "quickstart.json", {"experiment": "quickstart", "data": data,
                                           "params": params, "grids": grids, "results": results,
                                           "seconds_in_command": round(time.perf_counter() - start, 1)})
+    plot_methods(results, out / "quickstart.png", chance=1 / len(np.unique(labels)),
+                 title=f"{len(train)} training digits, one fit per method (hyperparameters selected "
+                       f"on them), {len(test)} test digits; seconds: selection + fit + predict")
     report = f"# Quickstart: {data}\n\n{table}"
-    (out / "quickstart.md").write_text(report)
+    (out / "quickstart.md").write_text(report + "\nPlot: quickstart.png.\n")
     print(report, end="")   # stdout: the result only; where it was written goes to stderr
     if not args.quiet:
-        print(f"report: {out / 'quickstart.json'}, {out / 'quickstart.md'}", file=sys.stderr)
+        print(f"report: {out / 'quickstart.json'}, {out / 'quickstart.md'}, {out / 'quickstart.png'}",
+              file=sys.stderr)
     return 0
 
 
