@@ -357,6 +357,9 @@ def test_bench_small_data_command(digits_files, capsys):
     assert {(r["method"], r["n"]) for r in payload["records"]} == {
         (m, n) for m in ("scattering", "resnet") for n in (10, 20)}
     assert payload["config"]["params"]["resnet"]["width"] == 0.0625
+    # the data described without this machine's paths: folder and file names, image counts
+    assert str(digits_files.parent) not in payload["data"]
+    assert payload["data"] == f"{digits_files.name}/train.npz (1000 images), {digits_files.name}/test.npz (100 images)"
 
 
 @pytest.mark.slow

@@ -153,8 +153,9 @@ def selection_grids(args, methods_run, base: dict | None = None) -> dict:
 
 
 def train_test(args) -> tuple[tuple, tuple, str]:
-    """(train images, labels), (test images, labels) and a name from --data [--test]; without
-    --data, the exact CIFAR-10 subset in the data folder."""
+    """(train images, labels), (test images, labels) and a description from --data [--test] (the
+    files' folder and names and their image counts, no machine paths); without --data, the exact
+    CIFAR-10 subset in the data folder."""
     from ..datasets import load_npz_images
     data = args.data
     default = resolve_data(CIFAR_SUBSET)
@@ -167,7 +168,6 @@ def train_test(args) -> tuple[tuple, tuple, str]:
         data = default
     if not data.exists():
         args.parser.error(f"--data {data}: no such file or folder")
-    name = f"exact CIFAR-10 subset ({data})" if data == default else str(data)
     if data.is_dir():
         train_path, test_path = data / "train.npz", data / "test.npz"
         missing = [p for p in (train_path, test_path) if not p.is_file()]
@@ -178,11 +178,14 @@ def train_test(args) -> tuple[tuple, tuple, str]:
         args.parser.error(f"--data {data} is a file: also pass --test TEST.npz")
     else:
         train_path, test_path = data, args.test
-        name = f"{train_path} / {test_path}"
     train, test = load_npz_images(train_path), load_npz_images(test_path)
     for path, (_, labels) in ((train_path, train), (test_path, test)):
         if labels is None:
             args.parser.error(f"{path} has no 'labels' array")
+    # what the data are, without this machine's paths (reports and plots travel)
+    files = (f"{train_path.parent.name}/{train_path.name} ({len(train[1])} images), "
+             f"{test_path.parent.name}/{test_path.name} ({len(test[1])} images)")
+    name = f"exact CIFAR-10 subset: {files}" if data == default else files
     return train, test, name
 
 
