@@ -194,6 +194,8 @@ def _shifts_section(payload: dict) -> tuple[str, dict]:
                 f"{len(done)} models stored ({', '.join(done) or 'none'}); the analysis is "
                 "written when the run finishes (rerun its command to resume).\n"), {"in_progress": done}
     analysis, records = payload["analysis"], {r["name"]: r for r in payload["records"]}
+    if payload.get("caveat"):
+        title += f"\n**Caveat:** {payload['caveat']}\n"
     names = analysis["models"]
     roles = {name: records[name]["role"] for name in names}
     groups = {g: analysis["groups"][g] for g in SHIFT_GROUPS

@@ -210,3 +210,21 @@ def test_the_kernel_search_shares_kernel_halves_and_scores_as_separate_fits(digi
                 for point in selection.grid_points(grid)]
     assert model.ridge_.loo_score_ == pytest.approx(max(separate))
     assert model.cache is None and chosen["flip"] == [False, True][int(np.argmax(separate))]
+
+
+def test_the_kernel_whitens_with_all_the_training_images_given(digits, tmp_path):
+    from tangentless.kernels import ZCAWhitening
+    from tangentless.solvers import CompositionalKernelClassifier
+    pool, labels = digits[0][:200], digits[1][:200]
+    params = {**all_params(TINY)["kernel"], "arch": "myrtle5"}
+    model, *_ = selection.select_and_fit("kernel", params, {"zca_bias": [1e-3, 1e-1]}, pool[:40],
+                                         labels[:40], whitening_images=pool)
+    expected = ZCAWhitening(bias=model.zca_bias).fit(pool)
+    np.testing.assert_allclose(model.zca_.whitening_, expected.whitening_)
+    own = CompositionalKernelClassifier("myrtle5", zca_bias=model.zca_bias, flip=False).fit(pool[:40], labels[:40])
+    assert not np.allclose(own.zca_.whitening_, expected.whitening_)     # 40 images alone differ
+    with pytest.raises(ValueError, match="zca is a ZCAWhitening of bias 0.1 but zca_bias is 0.001"):
+        CompositionalKernelClassifier("myrtle5", zca=ZCAWhitening(bias=0.1).fit(pool),
+                                      zca_bias=1e-3).fit(pool[:40], labels[:40])
+    loaded = CompositionalKernelClassifier.load(model.save(tmp_path / "model.npz"))
+    np.testing.assert_array_equal(loaded.predict(digits[2][:20]), model.predict(digits[2][:20]))

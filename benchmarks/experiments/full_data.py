@@ -168,7 +168,8 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
         subset = balanced_subset(train_labels, n, seed=config.seed)
         model, chosen, selection, fit_seconds = select_and_fit(
             method, params[method], grids[method], train_images[subset], train_labels[subset],
-            seed=config.seed, fraction=config.holdout_fraction, progress=progress)
+            seed=config.seed, fraction=config.holdout_fraction, progress=progress,
+            whitening_images=train_images)
         tic = time.perf_counter()
         predictions = model.predict(test_images)
         predict_seconds = time.perf_counter() - tic

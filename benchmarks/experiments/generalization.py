@@ -112,7 +112,7 @@ def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.nda
         subset = balanced_subset(train[1], n, seed=config.seed)
         model, _, selection, fit_seconds = select_and_fit(
             method, params[method], grids[method], train[0][subset], train[1][subset],
-            seed=config.seed)
+            seed=config.seed, whitening_images=train[0])
         tic = time.perf_counter()
         accuracy = {name: float(np.mean(model.predict(images) == labels))
                     for name, (images, labels) in (("orig", original), ("new", recollected))}

@@ -138,15 +138,17 @@ def kernel_spec(params: dict):
 
 
 def make_estimator(method: str, params: dict, n_train: int, *, random_state: int = 0,
-                   progress: bool = False, cache=None):
+                   progress: bool = False, cache=None, zca=None):
     """An unfitted estimator (``fit(images, labels)``, ``predict(images)``) for a method that
-    will train on ``n_train`` images (which sets the networks' epochs); ``cache``: the kernel's
-    :class:`~tangentless.kernels.GramCache` (kernel only)."""
-    if cache is not None and method != "kernel":
-        raise ValueError(f"a Gram cache serves the kernel method, not {method!r}")
+    will train on ``n_train`` images (which sets the networks' epochs); kernel only: ``cache``,
+    its :class:`~tangentless.kernels.GramCache`, and ``zca``, a fitted ZCAWhitening of bias
+    ``params["zca_bias"]`` (None: fitted on the training images)."""
+    if (cache is not None or zca is not None) and method != "kernel":
+        raise ValueError(f"a Gram cache or a fitted whitening serves the kernel method, not {method!r}")
     if method == "kernel":
         return CompositionalKernelClassifier(arch=params["arch"], flip=params["flip"],
                                              zca_bias=params["zca_bias"],
+                                             zca=True if zca is None else zca,
                                              alphas=tuple(params["alphas"]), progress=progress,
                                              cache=cache)
     if method == "scattering":

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from ...kernels import GramCache
+from ...kernels import GramCache, ZCAWhitening
 from ...kernels._shared.defaults import SELECTION_GRIDS, SELECTION_HOLDOUT_FRACTION
 from ...kernels._shared.training import TrainingDivergedError
 from ...solvers import KernelRidgeClassifier
@@ -121,22 +121,33 @@ def ridge_selection(grid: dict, alphas, train_kernel,
 
 def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, labels: np.ndarray, *,
                    seed: int = 0, fraction: float = SELECTION_HOLDOUT_FRACTION,
-                   progress: bool = False) -> tuple[object, dict, dict, float]:
+                   progress: bool = False, whitening_images: np.ndarray | None = None
+                   ) -> tuple[object, dict, dict, float]:
     """Select ``method``'s hyperparameters over ``grid`` on (images, labels), the training set,
     and fit it there: (fitted estimator, chosen params, selection record, fit seconds of the
     returned estimator). Kernel ridge methods: each point's estimator fitted on all images, scored
     by its exact LOO accuracy (alphas included), the best kept (the record's ``seconds``: all
     fits, the kept one's included); the others: :func:`holdout_split`, the best refitted on all
-    images (``seconds``: the search, without the refit)."""
+    images (``seconds``: the search, without the refit). ``whitening_images``: the kernel's ZCA
+    (per bias) is fitted on these (all the training images at hand, labels unused; they must
+    include ``images``) rather than on ``images`` alone, which leave-one-out cannot judge when
+    there are fewer of them than pixel values (see ``CompositionalKernelClassifier``)."""
     check_grid(method, grid, params)
     points, n = grid_points(grid), len(labels)
     tic = time.perf_counter()
     if method in LOO_METHODS:
         fitted, fit_seconds = [], []
         cache = {"cache": GramCache()} if method == "kernel" else {}
+        whitenings: dict = {}
         for point in points:
             start = time.perf_counter()
-            fitted.append(make_estimator(method, {**params, **point}, n, random_state=seed,
+            settings = {**params, **point}
+            if method == "kernel" and whitening_images is not None:
+                bias = settings["zca_bias"]
+                if bias not in whitenings:
+                    whitenings[bias] = ZCAWhitening(bias=bias).fit(whitening_images.astype(np.float32))
+                cache["zca"] = whitenings[bias]
+            fitted.append(make_estimator(method, settings, n, random_state=seed,
                                          progress=progress, **cache).fit(images, labels))
             fit_seconds.append(time.perf_counter() - start)
         scores = [m.ridge_.loo_score_ for m in fitted]

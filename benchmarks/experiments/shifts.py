@@ -39,6 +39,8 @@ from .selection import default_grids, select_and_fit
 from .store import ResultStore, write_results
 
 NAME = "shifts"
+#: where the kernel's ZCA is fitted (part of a run's checksum: runs that whitened otherwise are refused)
+KERNEL_WHITENING = "ZCA (per bias) fitted on all the training images given, labels unused"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,12 +213,16 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
               "test_index": [int(k) for k in test_index], "test_sha256": sha256({}, test_x, test_y),
               "sets": list(sets), "set_checksums": checksums, "severities": list(config.severities),
               "reference": config.reference, "replicates": config.replicates, "seed": config.seed,
-              "methods": methods, **({"reused": {"from": str(reuse), "checksum": source["checksum"],
+              "methods": methods,
+              **({"kernel_whitening": f"{KERNEL_WHITENING}: {len(train[0])} images"}
+                 if "kernel" in config.methods else {}),
+              **({"reused": {"from": str(reuse), "checksum": source["checksum"],
                                                  "n": source["n"]}} if reuse else {})}
     store = ResultStore(out / f"{NAME}.json", ("name",), header,
                         sha256({"params": params, "grids": grids, "models": models,
                                 "seed": config.seed, "n": config.n, "sets": list(sets),
-                                **({"reused": source["checksum"]} if reuse else {})},
+                                **({"reused": source["checksum"]} if reuse else {}),
+                                **({"kernel_whitening": KERNEL_WHITENING} if "kernel" in config.methods else {})},
                                train_x, train_y, test_x, test_y, *sets.values()))
     for record in reused:
         if not store.done(name=record["name"]):
@@ -226,7 +232,8 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
         method = model["method"]
         if model["role"] == "method":
             estimator, _, selection, fit_seconds = select_and_fit(
-                method, params[method], grids[method], train_x, train_y, seed=config.seed)
+                method, params[method], grids[method], train_x, train_y, seed=config.seed,
+                whitening_images=train[0])
         else:
             tic = time.perf_counter()
             estimator = make_estimator(method, {**params[method], **model["changes"]}, len(train_y),
@@ -316,6 +323,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
              "select their hyperparameters on the training images only; the CNN family is "
              "trained at fixed settings and defines the logit fit. Intervals: "
              f"{payload['replicates']}-resample percentile bootstrap over test images, 95%.\n"]
+    if payload.get("caveat"):
+        lines.append(f"**Caveat:** {payload['caveat']}\n")
     records = {r["name"]: r for r in payload["records"]}
     reused = sorted(name for name, r in records.items() if "reused" in r)
     if reused:
