@@ -25,17 +25,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ..kernels import AvgPool, Cast, Conv, GlobalAvgPool, Relu, Serial, ZCAWhitening, myrtle
+from ..kernels import AvgPool, Cast, Conv, GlobalAvgPool, Layer, Relu, Serial, ZCAWhitening, myrtle
 from ..kernels.architectures import myrtle_depth
 from ..kernels._shared.batch_norm import batch_norm
 from ..kernels._shared.defaults import CNN_ARCH_DEFAULTS, CNN_PAPER_RECIPE, CNN_PAPER_ZCA_BIAS, CNN_RECIPE
@@ -60,7 +63,10 @@ RESNET9_BLOCKS = (("prep", 64, False, False), ("layer1", 128, True, True),
 
 # --- networks ------------------------------------------------------------------------------------
 
-def kernel_network(spec, width: int, num_outputs: int = 10, parameterization: str = "ntk"):
+#: a network in this module's interface: ``(init, apply)`` (see the module docstring)
+Network = tuple[Callable[..., Any], Callable[..., Any]]
+
+def kernel_network(spec: Layer, width: int, num_outputs: int = 10, parameterization: str = "ntk") -> Network:
     """The finite-width network of a kernel spec (its layers, no bias, no batch norm) in this
     module's interface; no state. At init the two compute the same random function up to the input
     scale (standard sees x where NTK sees x / sqrt(C)), so the NNGP of each is the spec's kernel, up
@@ -105,7 +111,7 @@ def _standard_layers(spec) -> tuple:
     return layers
 
 
-def standard_network(spec, width: int, num_outputs: int):
+def standard_network(spec: Layer, width: int, num_outputs: int) -> Network:
     """``(init, apply)`` of the standard-parameterized network of a Conv / Relu / pool spec:
     ``init(key, in_channels) -> {"body": per-layer weights, "readout": (width, num_outputs)}``,
     ``apply(params, x (N, H, W, C)) -> (N, num_outputs)``.
@@ -156,7 +162,7 @@ def _max_pool(x, p: int = 2):
 
 
 def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, bn_momentum: float = 0.9,
-            bn_eps: float = 1e-5):
+            bn_eps: float = 1e-5) -> Network:
     """``(init, apply)`` of ResNet-9 ("How to train your ResNet", D. Page), channels x ``width``.
 
     prep conv(64) -> conv(128), maxpool2, + residual(conv(128), conv(128)) -> conv(256), maxpool2 ->
@@ -529,9 +535,12 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
     the fitted classifier as arrays + JSON (no pickle).
     """
 
-    def __init__(self, arch="resnet9", width=None, epochs=CNN_RECIPE["epochs"], batch_size=None, lr=None,
-                 weight_decay=CNN_RECIPE["weight_decay"], loss=None, augment=CNN_RECIPE["augment"], random_state=0,
-                 checkpoint_dir=None, progress=False, parameterization=None):
+    def __init__(self, arch: str = "resnet9", width: float | None = None, epochs: int = CNN_RECIPE["epochs"],
+                 batch_size: int | None = None, lr: float | None = None,
+                 weight_decay: float = CNN_RECIPE["weight_decay"], loss: str | None = None,
+                 augment: bool = CNN_RECIPE["augment"], random_state: int | np.random.RandomState | None = 0,
+                 checkpoint_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+                 parameterization: str | None = None) -> None:
         self.arch = arch
         self.width = width
         self.epochs = epochs
@@ -561,7 +570,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(2 ** 31 - 1))
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "CNNClassifier":
         """Train on images X (n, H, W, C) and labels y (n,)."""
         check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         images = validate_images(X, "X", dtype=None)
@@ -584,7 +593,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.image_shape_, self.input_dtype_ = images.shape[1:], str(images.dtype)
         return self
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """(n, n_classes) network outputs (logits for xent, one-hot regressions for mse)."""
         check_is_fitted(self, "params_")
         images = validate_images(X, "X", dtype=None)
@@ -594,7 +603,7 @@ class CNNClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return check_finite_outputs(predict_outputs(apply, self.params_, self.state_,
                                                     preprocess(images, self.standardization_)))
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """(n,) predicted labels."""
         outputs = self.decision_function(X)
         return self.classes_[np.argmax(outputs, 1)]

@@ -44,17 +44,17 @@ class Backend(Protocol):
     """
     name: str
 
-    def self_info(self, spec, x: np.ndarray) -> Any:
+    def self_info(self, spec: Any, x: np.ndarray) -> Any:
         """Per-image information for the images x (B, H, W, C): any pytree (the engine passes it
         back to ``compute_block`` unchanged)."""
 
-    def compute_block(self, spec, x, y, info_x, info_y) -> np.ndarray:
+    def compute_block(self, spec: Any, x: np.ndarray, y: np.ndarray, info_x: Any, info_y: Any) -> np.ndarray:
         """The (Bx, By) float64 kernel block of images x (Bx, H, W, C) and y (By, H, W, C)."""
 
-    def unsupported(self, spec, image_shape: tuple[int, int, int]) -> str | None:
+    def unsupported(self, spec: Any, image_shape: tuple[int, int, int]) -> str | None:
         """Why this backend cannot run ``spec`` on images of shape (H, W, C), or None."""
 
-    def preferred_block_size(self, spec, image_shape: tuple[int, int, int]) -> int:
+    def preferred_block_size(self, spec: Any, image_shape: tuple[int, int, int]) -> int:
         """Images per block on this backend for ``spec`` and images of shape (H, W, C)."""
 
 

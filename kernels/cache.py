@@ -24,8 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .layers import Layer
 
 __all__ = ["GramCache"]
 
@@ -77,7 +83,8 @@ class GramCache:
         """Forget every cached value."""
         self._entries.clear()
 
-    def gram(self, spec, x, y=None, *, flip: bool | str = False, **options) -> np.ndarray:
+    def gram(self, spec: Layer, x: ArrayLike, y: ArrayLike | None = None, *, flip: bool | str = False,
+             **options: Any) -> np.ndarray:
         """K(x, y) (K(x, x) for y=None), float64 (len(x), len(y)), as ``spec.gram(x, y,
         flip=flip, **options)`` returns it (to rounding: flip=True adds the cached plain and
         mirror halves), computing only the pairs not cached. ``options`` go to

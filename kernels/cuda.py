@@ -34,6 +34,7 @@ import hashlib
 import importlib.resources
 import math
 import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -528,19 +529,19 @@ class CudaBackend:
 
     name = "cuda"
 
-    def __init__(self, fused: bool = True, device: int | None = None, launcher=None):
+    def __init__(self, fused: bool = True, device: int | None = None, launcher: Any = None) -> None:
         self.fused = fused
         self.launcher = CupyLauncher(device) if launcher is None else launcher
 
-    def plan(self, spec: Layer, image_shape) -> Plan | Fallback:
+    def plan(self, spec: Layer, image_shape: tuple[int, int, int]) -> Plan | Fallback:
         return plan(spec, image_shape, self.fused)
 
-    def unsupported(self, spec: Layer, image_shape) -> str | None:
+    def unsupported(self, spec: Layer, image_shape: tuple[int, int, int]) -> str | None:
         """Why this backend cannot run ``spec`` on images of ``image_shape``, or None."""
         compiled = self.plan(spec, image_shape)
         return compiled.reason if isinstance(compiled, Fallback) else None
 
-    def preferred_block_size(self, spec: Layer, image_shape) -> int:
+    def preferred_block_size(self, spec: Layer, image_shape: tuple[int, int, int]) -> int:
         """Images per block: as many as the launcher's memory budget allows, 16 to 128."""
         compiled = self.plan(spec, image_shape)
         if isinstance(compiled, Fallback):
@@ -548,13 +549,14 @@ class CudaBackend:
         pairs = self.launcher.memory_budget() // compiled.bytes_per_pair()
         return int(min(128, max(16, math.isqrt(pairs))))
 
-    def self_info(self, spec: Layer, x: np.ndarray):
+    def self_info(self, spec: Layer, x: np.ndarray) -> dict[str, Any]:
         """{"images": x, "infos": the JAX self pass's infos}, on JAX's default device."""
         with jax.enable_x64(True):
             images = jnp.asarray(x)
             return {"images": images, "infos": self_infos(spec, images)}
 
-    def compute_block(self, spec: Layer, x, y, info_x, info_y) -> np.ndarray:
+    def compute_block(self, spec: Layer, x: np.ndarray, y: np.ndarray, info_x: dict[str, Any],
+                      info_y: dict[str, Any]) -> np.ndarray:
         """(Bx, By) float64 block; x, y are only used for their shape (the images ride in the infos)."""
         compiled = self.plan(spec, x.shape[1:])
         if isinstance(compiled, Fallback):

@@ -8,15 +8,22 @@ A spec is any object with ``pixel_kernel``, ``self_pixel_kernel``, ``output_size
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._shared.images import validate_images
-from .backend import resolve_backend
+from .backend import Backend, resolve_backend
 from .engine import MemorySink, compute
 from .executors import InProcess
 from .layout import BlockLayout, default_block_size
 from .precision import check_pixel_range, kernel_dtype
+
+if TYPE_CHECKING:
+    import zarr
+    from dask.distributed import Client
+    from numpy.typing import ArrayLike
 
 __all__ = ["gram", "prepare_images", "block_layout"]
 
@@ -58,10 +65,11 @@ def block_layout(spec, x: np.ndarray, y: np.ndarray, backend, block_size: int | 
     return BlockLayout.split(len(x), len(y), block_size, symmetric, flip)
 
 
-def gram(spec, x, y=None, *, flip: bool | str = False, block_size: int | None = None,
-         progress: bool = True, backend=None, store=None, store_dtype: str = "float64",
-         preprocessing: dict | None = None, scheduler=None, workers: int | None = None,
-         retries: int = 3):
+def gram(spec: Any, x: ArrayLike, y: ArrayLike | None = None, *, flip: bool | str = False,
+         block_size: int | None = None, progress: bool = True, backend: str | Backend | None = None,
+         store: str | os.PathLike[str] | None = None, store_dtype: str = "float64",
+         preprocessing: dict | None = None, scheduler: str | Client | None = None,
+         workers: int | None = None, retries: int = 3) -> np.ndarray | zarr.Array:
     """Kernel matrix K[a, b] = k(x_a, y_b) of a layer spec, float64 of shape (len(x), len(y)).
 
     Compute: x, y: NHWC float images (N, H, W, C) of the same H, W, C; y=None gives the symmetric

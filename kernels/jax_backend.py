@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +84,7 @@ class JaxBackend:
     name = "jax"
     pairs: int | None = None  # (a class default: subclasses that skip __init__ keep working)
 
-    def __init__(self, pairs: int | None = None):
+    def __init__(self, pairs: int | None = None) -> None:
         if pairs is not None and (not isinstance(pairs, int) or pairs < 1):
             raise ValueError(f"pairs must be None or an integer >= 1; got {pairs!r}")
         self.pairs = pairs
@@ -91,19 +92,19 @@ class JaxBackend:
     def _pairs(self, image_shape) -> int:
         return self.pairs or pairs_per_step(*image_shape[:2])
 
-    def self_info(self, spec, x: np.ndarray):
+    def self_info(self, spec: Any, x: np.ndarray) -> Any:
         with jax.enable_x64(True):
             return self_infos(spec, jnp.asarray(x))
 
-    def compute_block(self, spec, x, y, info_x, info_y) -> np.ndarray:
+    def compute_block(self, spec: Any, x: np.ndarray, y: np.ndarray, info_x: Any, info_y: Any) -> np.ndarray:
         with jax.enable_x64(True):
             return np.asarray(cross_block(spec, jnp.asarray(x), jnp.asarray(y), info_x, info_y,
                                           self._pairs(x.shape[1:])))
 
-    def unsupported(self, spec, image_shape) -> None:
+    def unsupported(self, spec: Any, image_shape: tuple[int, int, int]) -> None:
         return None
 
-    def preferred_block_size(self, spec, image_shape) -> int:
+    def preferred_block_size(self, spec: Any, image_shape: tuple[int, int, int]) -> int:
         """:func:`~tangentless.kernels.layout.default_block_size`, or on a device that takes more
         pairs per step, blocks of about one step (at most 256 images)."""
         default = default_block_size(*image_shape[:2])

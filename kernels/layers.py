@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import einops
 import jax
@@ -26,6 +27,11 @@ from ._nonlin import arccos_kernel_1, gaussian_dual, polynomial_dual
 from .gram import gram as _gram
 from .network import network as _network
 from .precision import narrowest, psd_rtol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import zarr
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "Layer", "Conv", "Relu", "Gaussian", "Polynomial", "Normalize", "AvgPool", "GlobalAvgPool",
@@ -75,27 +81,27 @@ class Layer(abc.ABC):
         return size
 
     @abc.abstractmethod
-    def kernel(self, k, info_x, info_y):
+    def kernel(self, k: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         """Cross tensor (Bx, h, w, By, h, w) -> (Bx, h', w', By, h', w')."""
 
-    def self_kernel(self, t):
+    def self_kernel(self, t: jax.Array) -> tuple[jax.Array, Any]:
         """Self tensor (1, h, w, 1, h, w) -> (next self tensor, info for ``kernel``)."""
         return self.kernel(t, None, None), None
 
-    def pixel_kernel(self, x, y, info_x, info_y):
+    def pixel_kernel(self, x: jax.Array, y: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         """Cross tensor straight from pixels (Bx, H, W, C), (By, H, W, C)."""
         return self.kernel(linear_kernel(x, y), info_x, info_y)
 
-    def self_pixel_kernel(self, x):
+    def self_pixel_kernel(self, x: jax.Array) -> tuple[jax.Array, Any]:
         """Self tensor and info straight from the pixels of one image (1, H, W, C)."""
         return self.self_kernel(linear_kernel(x, x))
 
-    def init(self, key, in_channels: int, width: int):
+    def init(self, key: jax.Array, in_channels: int, width: int) -> tuple[Any, int]:
         """Network parameters and the number of output channels."""
         return (), in_channels
 
     @abc.abstractmethod
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         """Network layer on NHWC features."""
 
     @property
@@ -121,11 +127,11 @@ class Layer(abc.ABC):
         throughout), the solvers' ``psd_rtol``; a Gram store records it."""
         return psd_rtol(self.kernel_dtype)
 
-    def gram(self, x, y=None, **options):
+    def gram(self, x: ArrayLike, y: ArrayLike | None = None, **options: Any) -> np.ndarray | zarr.Array:
         """Gram matrix of this kernel; see :func:`tangentless.kernels.gram`."""
         return _gram(self, x, y, **options)
 
-    def kernel_fn(self, x1, x2=None):
+    def kernel_fn(self, x1: ArrayLike, x2: ArrayLike | None = None) -> jax.Array:
         """K (N1, N2) between image batches x1 (N1, H, W, C) and x2 (N2, H, W, C; default x1) as
         a plain JAX function, like neural-tangents' ``kernel_fn``: it traces under ``jax.jit``,
         ``jax.vmap`` and ``jax.grad`` (w.r.t. the images), and equals :meth:`gram` to float32
@@ -147,7 +153,8 @@ class Layer(abc.ABC):
         row = jax.vmap(pair, in_axes=(None, 0, None, 0))
         return jax.vmap(row, in_axes=(0, None, 0, None))(x1, x2, info1, info2)
 
-    def network(self, width: int, num_outputs: int | None = None):
+    def network(self, width: int, num_outputs: int | None = None
+                ) -> tuple[Callable[..., dict[str, Any]], Callable[..., jax.Array]]:
         """``(init, apply)`` of the finite-width network; see :func:`tangentless.kernels.network`."""
         return _network(self, width, num_outputs)
 
@@ -165,7 +172,7 @@ class Conv(Layer):
         if not isinstance(self.size, int) or self.size < 1 or self.size % 2 == 0:
             raise ValueError(f"Conv size must be a positive odd integer, got {self.size!r}")
 
-    def kernel(self, k, info_x=None, info_y=None):
+    def kernel(self, k: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         r, (h, w) = self.size // 2, k.shape[1:3]
         kp = jax.lax.optimization_barrier(jnp.pad(k, [(0, 0), (r, r), (r, r), (0, 0), (r, r), (r, r)]))
         total = 0.0
@@ -181,19 +188,19 @@ class Conv(Layer):
         return jnp.concatenate(
             [xp[:, a:a + h, b:b + w, :] for a in range(self.size) for b in range(self.size)], axis=-1)
 
-    def pixel_kernel(self, x, y, info_x=None, info_y=None):
+    def pixel_kernel(self, x: jax.Array, y: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         px, py = self._patches(x), self._patches(y)
         d = px.shape[-1]
         k = px.reshape(-1, d) @ py.reshape(-1, d).T
         return k.reshape(px.shape[:3] + py.shape[:3]) / self.size ** 2
 
-    def self_pixel_kernel(self, x):
+    def self_pixel_kernel(self, x: jax.Array) -> tuple[jax.Array, Any]:
         return self.pixel_kernel(x, x), None
 
-    def init(self, key, in_channels, width):
+    def init(self, key: jax.Array, in_channels: int, width: int) -> tuple[Any, int]:
         return jax.random.normal(key, (self.size, self.size, in_channels, width)), width
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         out = jax.lax.conv_general_dilated(h, params, (1, 1), "SAME",
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return out / math.sqrt(self.size ** 2 * h.shape[-1])
@@ -203,14 +210,14 @@ class _Pointwise(Layer):
     """A nonlinearity acting on each pixel pair through rho = K / sqrt(nx ny): K' = s dual(rho)."""
 
     @abc.abstractmethod
-    def dual(self, rho):
+    def dual(self, rho: jax.Array) -> jax.Array:
         """The kernel's function of the correlation rho."""
 
-    def kernel(self, k, info_x, info_y):
+    def kernel(self, k: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         rho = _correlation(k, info_x, info_y)
         return _outer(jnp.sqrt(info_x), jnp.sqrt(info_y)) * self.dual(rho)
 
-    def self_kernel(self, t):
+    def self_kernel(self, t: jax.Array) -> tuple[jax.Array, Any]:
         n = _diagonal(t)
         return self.kernel(t, n, n), n
 
@@ -222,10 +229,10 @@ class Relu(_Pointwise):
     The kernel assumes Gaussian inputs, as after a Conv: in a network, place it after a linear layer.
     """
 
-    def dual(self, rho):
+    def dual(self, rho: jax.Array) -> jax.Array:
         return arccos_kernel_1(rho)
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         return math.sqrt(2.0) * jax.nn.relu(h)
 
 
@@ -242,16 +249,16 @@ class Gaussian(_Pointwise):
         if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma > 0):
             raise ValueError(f"Gaussian gamma must be finite and > 0, got {self.gamma!r}")
 
-    def dual(self, rho):
+    def dual(self, rho: jax.Array) -> jax.Array:
         return gaussian_dual(rho, self.gamma)
 
-    def init(self, key, in_channels, width):
+    def init(self, key: jax.Array, in_channels: int, width: int) -> tuple[Any, int]:
         kw, kb = jax.random.split(key)
         weights = jax.random.normal(kw, (in_channels, width)) * math.sqrt(self.gamma)
         phases = jax.random.uniform(kb, (width,), maxval=2 * math.pi)
         return (weights, phases), width
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         weights, phases = params
         rms, unit = _pixel_rms(h)
         return rms * math.sqrt(2.0) * jnp.cos(unit @ weights + phases)
@@ -269,13 +276,13 @@ class Polynomial(_Pointwise):
         if not isinstance(self.degree, int) or self.degree < 1:
             raise ValueError(f"Polynomial degree must be an integer >= 1, got {self.degree!r}")
 
-    def dual(self, rho):
+    def dual(self, rho: jax.Array) -> jax.Array:
         return polynomial_dual(rho, self.degree)
 
-    def init(self, key, in_channels, width):
+    def init(self, key: jax.Array, in_channels: int, width: int) -> tuple[Any, int]:
         return jax.random.normal(key, (self.degree, in_channels, width)), width
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         rms, unit = _pixel_rms(h)
         return rms * jnp.prod(jnp.einsum("nhwc,qcd->qnhwd", unit, params), axis=0)
 
@@ -284,14 +291,14 @@ class Polynomial(_Pointwise):
 class Normalize(Layer):
     """Per-pixel normalization to unit variance: K' = rho. Network: h sqrt(C) / |h| per pixel."""
 
-    def kernel(self, k, info_x, info_y):
+    def kernel(self, k: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         return _correlation(k, info_x, info_y)
 
-    def self_kernel(self, t):
+    def self_kernel(self, t: jax.Array) -> tuple[jax.Array, Any]:
         n = _diagonal(t)
         return self.kernel(t, n, n), n
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         return _pixel_rms(h)[1] * math.sqrt(h.shape[-1])
 
 
@@ -304,14 +311,14 @@ class AvgPool(Layer):
         if not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"AvgPool window must be an integer >= 1, got {self.window!r}")
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         h, w = size
         if h % self.window or w % self.window:
             raise ValueError(f"AvgPool({self.window}) needs a spatial size divisible by "
                              f"{self.window}; got {h}x{w} (images too small for the pooling?)")
         return h // self.window, w // self.window
 
-    def kernel(self, k, info_x=None, info_y=None):
+    def kernel(self, k: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         p = self.window
         if p <= 2:  # strided slices fuse with the producer; a reshape-mean does not (XLA CPU)
             total = 0.0
@@ -324,7 +331,7 @@ class AvgPool(Layer):
         return einops.reduce(k, "bx (i a) (j b) by (k c) (l d) -> bx i j by k l", "mean",
                              a=p, b=p, c=p, d=p)
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         p = self.window
         return einops.reduce(h, "n (i a) (j b) c -> n i j c", "mean", a=p, b=p)
 
@@ -333,13 +340,13 @@ class AvgPool(Layer):
 class GlobalAvgPool(Layer):
     """Average over all pixels; the spatial size becomes 1 x 1."""
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return 1, 1
 
-    def kernel(self, k, info_x=None, info_y=None):
+    def kernel(self, k: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         return k.mean(axis=(1, 2, 4, 5), keepdims=True)
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         return h.mean(axis=(1, 2), keepdims=True)
 
 
@@ -359,10 +366,10 @@ class Cast(Layer):
     def cast_dtypes(self) -> tuple[str, ...]:
         return (self.dtype,)
 
-    def kernel(self, k, info_x=None, info_y=None):
+    def kernel(self, k: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         return k.astype(self.dtype)
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         return h
 
 
@@ -386,17 +393,17 @@ class Serial(Layer):
     def cast_dtypes(self) -> tuple[str, ...]:
         return tuple(d for layer in self.layers for d in layer.cast_dtypes())
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         for layer in self.layers:
             size = layer.output_size(size)
         return size
 
-    def kernel(self, k, info_x, info_y):
+    def kernel(self, k: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         for layer, ix, iy in zip(self.layers, info_x, info_y):
             k = layer.kernel(k, ix, iy)
         return k
 
-    def self_kernel(self, t):
+    def self_kernel(self, t: jax.Array) -> tuple[jax.Array, Any]:
         infos = []
         for layer in self.layers:
             t, info = layer.self_kernel(t)
@@ -411,7 +418,7 @@ class Serial(Layer):
             start += 1
         return x, start
 
-    def pixel_kernel(self, x, y, info_x, info_y):
+    def pixel_kernel(self, x: jax.Array, y: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         x, start = self._split_input(x)
         y = y.astype(x.dtype)
         if start == len(self.layers):
@@ -421,7 +428,7 @@ class Serial(Layer):
             k = layer.kernel(k, ix, iy)
         return k
 
-    def self_pixel_kernel(self, x):
+    def self_pixel_kernel(self, x: jax.Array) -> tuple[jax.Array, Any]:
         x, start = self._split_input(x)
         if start == len(self.layers):
             return linear_kernel(x, x), (None,) * start
@@ -432,14 +439,14 @@ class Serial(Layer):
             infos.append(info)
         return t, tuple(infos)
 
-    def init(self, key, in_channels, width):
+    def init(self, key: jax.Array, in_channels: int, width: int) -> tuple[Any, int]:
         params = []
         for layer, k in zip(self.layers, jax.random.split(key, max(len(self.layers), 1))):
             p, in_channels = layer.init(k, in_channels, width)
             params.append(p)
         return tuple(params), in_channels
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         for layer, p in zip(self.layers, params):
             h = layer.apply(p, h)
         return h
@@ -454,7 +461,7 @@ class DirectSum(Layer):
     branches: tuple[Layer, ...]
     weights: tuple[float, ...] | None = None
 
-    def __init__(self, *branches: Layer, weights=None):
+    def __init__(self, *branches: Layer, weights: Iterable[float] | None = None) -> None:
         if not branches:
             raise ValueError("DirectSum needs at least one branch")
         weights = (1.0,) * len(branches) if weights is None else tuple(float(v) for v in weights)
@@ -468,13 +475,13 @@ class DirectSum(Layer):
     def cast_dtypes(self) -> tuple[str, ...]:
         return tuple(d for branch in self.branches for d in branch.cast_dtypes())
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         sizes = {b.output_size(size) for b in self.branches}
         if len(sizes) != 1:
             raise ValueError(f"DirectSum branches give different spatial sizes {sorted(sizes)}")
         return sizes.pop()
 
-    def kernel(self, k, info_x, info_y):
+    def kernel(self, k: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         return sum(w * b.kernel(k, ix, iy)
                    for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y))
 
@@ -482,17 +489,17 @@ class DirectSum(Layer):
         t = sum(w * tb for w, (tb, _) in zip(self.weights, results))
         return t, tuple(info for _, info in results)
 
-    def self_kernel(self, t):
+    def self_kernel(self, t: jax.Array) -> tuple[jax.Array, Any]:
         return self._combine_self([b.self_kernel(t) for b in self.branches])
 
-    def pixel_kernel(self, x, y, info_x, info_y):
+    def pixel_kernel(self, x: jax.Array, y: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
         return sum(w * b.pixel_kernel(x, y, ix, iy)
                    for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y))
 
-    def self_pixel_kernel(self, x):
+    def self_pixel_kernel(self, x: jax.Array) -> tuple[jax.Array, Any]:
         return self._combine_self([b.self_pixel_kernel(x) for b in self.branches])
 
-    def init(self, key, in_channels, width):
+    def init(self, key: jax.Array, in_channels: int, width: int) -> tuple[Any, int]:
         results = [b.init(k, in_channels, width)
                    for b, k in zip(self.branches, jax.random.split(key, len(self.branches)))]
         channels = {c for _, c in results}
@@ -500,7 +507,7 @@ class DirectSum(Layer):
             raise ValueError(f"DirectSum network branches give different widths {sorted(channels)}")
         return tuple(p for p, _ in results), len(results) * channels.pop()
 
-    def apply(self, params, h):
+    def apply(self, params: Any, h: jax.Array) -> jax.Array:
         scale = len(self.branches)
         return jnp.concatenate([math.sqrt(w * scale) * b.apply(p, h)
                                 for w, b, p in zip(self.weights, self.branches, params)], axis=-1)

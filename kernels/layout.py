@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class BlockLayout:
         terms = own + (["flip"] if self.flip else [])
         return [("x", i)] + [(t, j) for t in terms]
 
-    def needed(self, pairs) -> list[tuple[str, int]]:
+    def needed(self, pairs: Iterable[tuple[int, int]]) -> list[tuple[str, int]]:
         """Sorted keys of the image blocks that the blocks ``pairs`` read."""
         return sorted({key for i, j in pairs for key in self.inputs(i, j)})
 

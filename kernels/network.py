@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 
-def network(spec, width: int, num_outputs: int | None = None):
+def network(spec: Any, width: int, num_outputs: int | None = None
+            ) -> tuple[Callable[..., dict[str, Any]], Callable[..., jax.Array]]:
     """Return ``(init, apply)`` for the network of ``spec`` (a :class:`~tangentless.kernels.Layer`,
     or any object with its ``init`` and ``apply``) with ``width`` channels per layer.
 
@@ -43,7 +45,7 @@ def network(spec, width: int, num_outputs: int | None = None):
     return init, apply
 
 
-def empirical_kernel(features) -> jnp.ndarray:
+def empirical_kernel(features: jax.Array) -> jnp.ndarray:
     """Channel-averaged feature products of (N, 1, 1, C) or (N, C) features: (N, N)."""
     f = features.reshape(features.shape[0], -1)
     return f @ f.T / f.shape[-1]

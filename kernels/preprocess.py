@@ -1,7 +1,10 @@
 """ZCA whitening as in "Neural Kernels Without Tangents" (a scikit-learn transformer)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -52,7 +55,7 @@ class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
     def __init__(self, bias: float = 1e-5):
         self.bias = bias
 
-    def fit(self, x, y=None):
+    def fit(self, x: ArrayLike, y: Any = None) -> ZCAWhitening:
         if not (isinstance(self.bias, (int, float, np.floating)) and np.isfinite(self.bias)
                 and self.bias >= 0):
             raise ValueError(f"bias must be finite and >= 0, got {self.bias}")
@@ -83,7 +86,7 @@ class ZCAWhitening(Persistent, TransformerMixin, BaseEstimator):
             raise ValueError(f"input_shape {self.input_shape_} does not hold n_features_in = {d}")
         self.whitening_ = stored_array(arrays, "whitening", 2, shape=(d, d))
 
-    def transform(self, x):
+    def transform(self, x: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "whitening_")
         arr = _as_images(x, "x")
         if arr.shape[1:] != self.input_shape_:

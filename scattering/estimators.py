@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -53,13 +55,18 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
     ``save(path)`` / ``load(path)``: the fitted classifier as arrays + JSON (no pickle).
     """
 
-    def __init__(self, J=2, L=8, max_order=2, phase=False, projection=_MODEL.projection,
-                 kernel_size=_MODEL.kernel_size, dictionary_size=_ISTC.dictionary_size, n_iter=_ISTC.n_iter,
-                 tied=_ISTC.tied, lambda_star=_ISTC.lambda_star, lambda_star_min=_ISTC.lambda_star_min,
-                 head=_MODEL.head, hidden=_MODEL.hidden, dropout=_MODEL.dropout, pool_size=_MODEL.pool_size,
-                 sparse=_MODEL.sparse, epochs=_TRAIN.epochs, batch_size=_TRAIN.batch_size, lr=_TRAIN.lr,
-                 step_epochs=_TRAIN.step_epochs, momentum=_TRAIN.momentum, weight_decay=_TRAIN.weight_decay,
-                 augment=_TRAIN.augment, cache_dir=None, checkpoint_dir=None, random_state=0, progress=False):
+    def __init__(self, J: int = 2, L: int = 8, max_order: int = 2, phase: bool = False,
+                 projection: int | None = _MODEL.projection, kernel_size: int = _MODEL.kernel_size,
+                 dictionary_size: int = _ISTC.dictionary_size, n_iter: int = _ISTC.n_iter,
+                 tied: bool = _ISTC.tied, lambda_star: float = _ISTC.lambda_star,
+                 lambda_star_min: float = _ISTC.lambda_star_min, head: str = _MODEL.head,
+                 hidden: int = _MODEL.hidden, dropout: float = _MODEL.dropout,
+                 pool_size: int | None = _MODEL.pool_size, sparse: bool = _MODEL.sparse,
+                 epochs: int = _TRAIN.epochs, batch_size: int = _TRAIN.batch_size, lr: float = _TRAIN.lr,
+                 step_epochs: int = _TRAIN.step_epochs, momentum: float = _TRAIN.momentum,
+                 weight_decay: float = _TRAIN.weight_decay, augment: bool = _TRAIN.augment,
+                 cache_dir: str | os.PathLike[str] | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
+                 random_state: int | np.random.RandomState | None = 0, progress: bool = False) -> None:
         self.J = J
         self.L = L
         self.max_order = max_order
@@ -97,7 +104,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return frontend.scatter(images, self.J, self.L, self.max_order, self.phase,
                                 progress=self.progress, cache_dir=self.cache_dir)
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> SparseScatteringClassifier:
         """Train on images X (n, H, W, C) and labels y (n,)."""
         check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         images = validate_images(X, "X", dtype=None)
@@ -128,7 +135,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         self.feature_shape_ = tuple(int(d) for d in feature_shape)
         return self
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """(n, n_classes) logits."""
         check_is_fitted(self, "params_")
         images = validate_images(X, "X", dtype=None)
@@ -137,13 +144,13 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
         return check_finite_outputs(train.predict_logits(self.params_, self.state_, self.config_,
                                                          features=self._features(images)))
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """(n, n_classes) softmax probabilities, columns in the order of classes_."""
         logits = self.decision_function(X)
         e = np.exp(logits - logits.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """(n,) predicted labels."""
         logits = self.decision_function(X)   # first: NotFittedError before classes_ is read
         return self.classes_[np.argmax(logits, 1)]

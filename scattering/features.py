@@ -2,6 +2,11 @@
 and "scattering + kernel ridge"."""
 from __future__ import annotations
 
+import os
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -21,8 +26,9 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
     (H, W, C), output_shape_ (h, w, C * K). ``save(path)`` / ``ScatteringFeatures.load(path)``.
     """
 
-    def __init__(self, J=2, L=8, max_order=2, phase=False, batch_size=None, cache_dir=None,
-                 flatten=True, progress=True):
+    def __init__(self, J: int = 2, L: int = 8, max_order: int = 2, phase: bool = False,
+                 batch_size: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 flatten: bool = True, progress: bool = True) -> None:
         self.J = J
         self.L = L
         self.max_order = max_order
@@ -32,7 +38,7 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
         self.flatten = flatten
         self.progress = progress
 
-    def fit(self, images, y=None):
+    def fit(self, images: ArrayLike, y: Any = None) -> ScatteringFeatures:
         """Check the images (N, H, W, C) and record their shape (H, W, C) and the output shape
         (h, w, C * K)."""
         check_config(self.J, self.L, self.max_order)
@@ -61,7 +67,7 @@ class ScatteringFeatures(Persistent, TransformerMixin, BaseEstimator):
             raise ValueError(f"output_shape {meta['output_shape']} is not {list(self.output_shape_)}, "
                              f"what input_shape {list(input_shape)} gives with these parameters")
 
-    def transform(self, images):
+    def transform(self, images: ArrayLike) -> np.ndarray:
         """(N, H, W, C), the fitted (H, W, C) -> (N, h * w * C * K) or (N, h, w, C * K) float32."""
         check_is_fitted(self, "input_shape_")
         images = validate_images(images, "images", dtype=None)

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from kymatio.scattering2d.frontend.jax_frontend import ScatteringJax2D
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from ..kernels._shared.images import to_unit_range, validate_images
@@ -99,7 +102,8 @@ def _parse_shape(shape) -> tuple[int, int, int | None]:
     return dims[0], dims[1], (dims[2] if len(dims) == 3 else None)
 
 
-def scattering_fn(shape, J: int, L: int = 8, max_order: int = 2, phase: bool = False):
+def scattering_fn(shape: Sequence[int], J: int, L: int = 8, max_order: int = 2, phase: bool = False
+                  ) -> Callable[[np.ndarray | jax.Array], jax.Array]:
     """A jit-compiled function: float images (B, H, W, C) NHWC -> features (B, H/2^J, W/2^J, C*K)
     float32, channel ``c * K + k`` (k in kymatio's order, see the module docstring).
 
@@ -169,8 +173,9 @@ def _versions() -> dict:
             "kymatio": importlib.metadata.version("kymatio")}
 
 
-def scatter(images, J: int, L: int = 8, max_order: int = 2, phase: bool = False,
-            batch_size: int | None = None, progress: bool = True, cache_dir=None) -> np.ndarray:
+def scatter(images: ArrayLike, J: int, L: int = 8, max_order: int = 2, phase: bool = False,
+            batch_size: int | None = None, progress: bool = True,
+            cache_dir: str | os.PathLike[str] | None = None) -> np.ndarray:
     """Scattering features of a whole image set: (N, H, W, C) -> (N, H/2^J, W/2^J, C*K) float32.
 
     uint8 images are scaled to [0, 1] (divided by 255); other real dtypes are used as they are

@@ -20,7 +20,7 @@ import json
 import os
 import pathlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -102,7 +102,8 @@ class ImageFolder:
     a folder missing from the class index or a class folder without images.
     """
 
-    def __init__(self, root, class_index=None):
+    def __init__(self, root: str | os.PathLike[str],
+                 class_index: Sequence[str] | Mapping[str, int] | str | os.PathLike[str] | None = None) -> None:
         self.root = pathlib.Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder root not found or not a directory: {self.root}")
@@ -134,7 +135,7 @@ class ImageFolder:
 
 # -------------------------------------------------------------------------------------- transforms
 
-def load_image(path) -> Image.Image:
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """The whole file decoded to an RGB PIL image (grey, CMYK, palette converted; alpha dropped, as
     torchvision's loader does). ImageDecodeError naming the file if Pillow cannot decode all of it.
 
@@ -173,7 +174,8 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+                            scale: tuple[float, float] = (0.08, 1.0),
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a random crop: torchvision's RandomResizedCrop.get_params.
 
     Up to 10 attempts draw an area fraction uniformly in `scale` and an aspect ratio w/h log-uniformly
@@ -203,7 +205,8 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
 
 
 def random_resized_crop(img: Image.Image, size: int, *, rng: np.random.Generator,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
     """The box of :func:`random_resized_crop_box`, cropped then resized (bilinear) to size x size."""
     top, left, h, w = random_resized_crop_box(img.height, img.width, rng, scale, ratio)
     return img.crop((left, top, left + w, top + h)).resize((size, size), RESAMPLE)
@@ -232,10 +235,10 @@ def _check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def iterate_batches(folder: ImageFolder, batch_size: int, *, train: bool, seed=0, shuffle: bool | None = None,
-                    drop_last: bool = False, num_threads: int = min(8, os.cpu_count() or 1),
-                    prefetch: int = 2, size: int = 224, resize: int = 256,
-                    progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iterate_batches(folder: ImageFolder, batch_size: int, *, train: bool, seed: int | Sequence[int] = 0,
+                    shuffle: bool | None = None, drop_last: bool = False,
+                    num_threads: int = min(8, os.cpu_count() or 1), prefetch: int = 2, size: int = 224,
+                    resize: int = 256, progress: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One pass over folder: (images uint8 (B, size, size, 3), labels int64 (B,)) batches.
 
     train: :func:`train_transform` (random resized crop + flip) if True, else :func:`eval_transform`

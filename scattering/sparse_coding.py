@@ -32,6 +32,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from numpy.typing import ArrayLike
 
 UPPER_RATIO = 0.99  # lambda* <= 0.99 lambda_0: strictly below lambda_0
 
@@ -72,7 +73,7 @@ def project_w(w: jax.Array, d: jax.Array) -> jax.Array:
     return w + d * (1.0 - jnp.sum(d * w, axis=0, keepdims=True))
 
 
-def coherence(d) -> jax.Array:
+def coherence(d: ArrayLike) -> jax.Array:
     """Mutual coherence of D (k, m): max_{i != j} |<d_i, d_j>| after normalizing the columns."""
     dn = normalize_columns(jnp.asarray(d, jnp.float32))
     gram = jnp.abs(dn.T @ dn)

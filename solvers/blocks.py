@@ -20,6 +20,7 @@ import os
 from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._psd import check_psd_rtol, psd_tolerance, stored_psd_rtol
 
@@ -74,8 +75,8 @@ class BlockSource:
 
     def __init__(self, read: Callable[[Index, Index], np.ndarray], shape: tuple[int, int],
                  name: str = "K", diagonal: Callable[[], np.ndarray] | None = None,
-                 in_memory: bool = False, dtype=None, psd_rtol: float | None = None,
-                 gram_store: str | None = None, chunks: tuple[int, int] | None = None):
+                 in_memory: bool = False, dtype: DTypeLike | None = None, psd_rtol: float | None = None,
+                 gram_store: str | None = None, chunks: tuple[int, int] | None = None) -> None:
         self._read, self._diagonal = read, diagonal
         self.shape = (int(shape[0]), int(shape[1]))
         self.name = name
@@ -106,7 +107,7 @@ class BlockSource:
                 f"(NaN, its fill value, first at K[{row}, {col}], {chunk}): resume the gram run "
                 f"(rerun the same gram call / `tangentless gram --out {self.gram_store}`)")
 
-    def block(self, rows, cols, *, keep_float32: bool = False) -> np.ndarray:
+    def block(self, rows: slice | ArrayLike, cols: slice | ArrayLike, *, keep_float32: bool = False) -> np.ndarray:
         """K[rows, cols] as a (len(rows), len(cols)) float64 array; ValueError on NaN/inf.
 
         ``keep_float32``: blocks stored as float32 stay float32 (half the bytes to a device).
@@ -131,7 +132,7 @@ class BlockSource:
                 raise ValueError(self._non_finite_error(where, arr, rows, cols))
         return arr
 
-    def rows(self, rows, *, keep_float32: bool = False) -> np.ndarray:
+    def rows(self, rows: slice | ArrayLike, *, keep_float32: bool = False) -> np.ndarray:
         """K[rows, :] as a (b, m) float64 array (float32 if stored so and ``keep_float32``)."""
         return self.block(rows, slice(None), keep_float32=keep_float32)
 
@@ -154,6 +155,11 @@ class BlockSource:
         if not np.isfinite(diag).all():
             raise ValueError(f"diagonal of {self.name} contains NaN or inf entries")
         return diag
+
+
+#: what :func:`as_block_source` takes: an array (numpy, memmap, Zarr or array-like), the path of a
+#: Zarr array, a :class:`BlockSource`, or a callable ``f(rows, cols) -> array``
+SourceLike = ArrayLike | BlockSource | str | os.PathLike | Callable[[Index, Index], ArrayLike]
 
 
 def _array_shape(obj, name: str) -> tuple[int, int]:
@@ -245,7 +251,7 @@ def _zarr_source(arr, name: str) -> BlockSource:
                        psd_rtol=stored_psd_rtol(arr), gram_store=store, chunks=chunks)
 
 
-def as_block_source(obj, *, shape: tuple[int, int] | None = None, square: bool = True,
+def as_block_source(obj: SourceLike, *, shape: tuple[int, int] | None = None, square: bool = True,
                     name: str = "K", diagonal: Callable[[], np.ndarray] | None = None
                     ) -> BlockSource:
     """Wrap ``obj`` as a :class:`BlockSource` of shape (n, m).

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -112,7 +114,7 @@ class _ImageKernel:
             whitened[~blank] = self.zca_.transform(images[~blank])
         return whitened
 
-    def test_kernel(self, X) -> np.ndarray:
+    def test_kernel(self, X: ArrayLike) -> np.ndarray:
         """(n_test, n_train) kernel between new images and the training images."""
         check_is_fitted(self, "train_images_")
         raw = validate_images(X, "X", dtype=None)
@@ -140,8 +142,9 @@ class CompositionalKernel(_ImageKernel, TransformerMixin, BaseEstimator):
     Attributes: spec_, zca_, train_images_ (n, H, W, C) float32 whitened, input_dtype_.
     """
 
-    def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
-                 flip=True, block_size=None, progress=False, cache=None):
+    def __init__(self, arch: str | Layer = "myrtle5", nonlinearity: str = "relu", head: str = "project",
+                 zca: bool | ZCAWhitening = True, zca_bias: float = 1e-5, flip: bool | str = True,
+                 block_size: int | None = None, progress: bool = False, cache: GramCache | None = None) -> None:
         self.arch = arch
         self.nonlinearity = nonlinearity
         self.head = head
@@ -152,16 +155,16 @@ class CompositionalKernel(_ImageKernel, TransformerMixin, BaseEstimator):
         self.progress = progress
         self.cache = cache
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: Any = None) -> CompositionalKernel:
         """X: (n, H, W, C) training images (y is ignored)."""
         self._fit_images(validate_images(X, "X", dtype=None))
         return self
 
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X: ArrayLike, y: Any = None) -> np.ndarray:
         """K(X, X) (n, n) float64 of the training images X (n, H, W, C)."""
         return self.fit(X)._gram(self.train_images_)
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """K(X, training images) (n_X, n_train) float64."""
         return self.test_kernel(X)
 
@@ -195,9 +198,11 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
     (a Layer ``arch`` is stored as the arguments that rebuild it).
     """
 
-    def __init__(self, arch="myrtle5", nonlinearity="relu", head="project", zca=True, zca_bias=1e-5,
-                 flip=True, alphas=KERNEL_ALPHAS, solver="auto", block_size=None, progress=False,
-                 cache=None, n_centers=None, random_state=0):
+    def __init__(self, arch: str | Layer = "myrtle5", nonlinearity: str = "relu", head: str = "project",
+                 zca: bool | ZCAWhitening = True, zca_bias: float = 1e-5, flip: bool | str = True,
+                 alphas: ArrayLike = KERNEL_ALPHAS, solver: str = "auto", block_size: int | None = None,
+                 progress: bool = False, cache: GramCache | None = None, n_centers: int | None = None,
+                 random_state: int | None = 0) -> None:
         self.arch = arch
         self.nonlinearity = nonlinearity
         self.head = head
@@ -217,7 +222,7 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
             raise ValueError(f"with n_centers the solver is 'auto', 'direct' or 'falkon'; got {self.solver!r}")
         return "direct" if self.solver == "auto" else self.solver
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> CompositionalKernelClassifier:
         """X: (n, H, W, C) images; y: (n,) labels."""
         check_class_labels(y)   # the labels on their own first: no, continuous or one-class y
         raw = validate_images(X, "X", dtype=None)
@@ -277,12 +282,12 @@ class CompositionalKernelClassifier(_ImageKernel, Persistent, ClassifierMixin, B
         self.classes_, self.alpha_ = self.ridge_.classes_, self.ridge_.alpha_
         self.input_dtype_ = parse_input_dtype(meta["input_dtype"])
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Ridge outputs, as :meth:`KernelRidgeClassifier.decision_function`."""
         k = self.test_kernel(X)  # first: NotFittedError before ridge_ is read
         return self.ridge_.decision_function(k)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """(n_test,) predicted labels."""
         k = self.test_kernel(X)  # first: NotFittedError before ridge_ is read
         return self.ridge_.predict(k)

@@ -5,6 +5,7 @@ import warnings
 from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._backend import use_backend
 from ._checks import check_alpha, check_kernel, check_symmetric, check_targets
@@ -72,7 +73,7 @@ def _not_positive_definite(alpha: float, lo: float, hi: float, psd_rtol: float, 
     return NotPositiveDefiniteError(f"{report}; {tried}{advice}")
 
 
-def solve_cholesky(K, Y, alpha, *, jitter: bool = False, max_jitter: float = 1e-2,
+def solve_cholesky(K: ArrayLike, Y: ArrayLike, alpha: float, *, jitter: bool = False, max_jitter: float = 1e-2,
                    psd_rtol: float | None = None, backend: str | None = None) -> np.ndarray:
     """Solve (K + alpha I) coef = Y; K (n, n) symmetric, Y (n,) or (n, c) -> coef (n, c) float64.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+from numpy.typing import ArrayLike
 
 from ._backend import use_backend
 from ._checks import check_alphas, check_kernel, check_symmetric, check_targets
@@ -34,7 +35,7 @@ def _eigh(k: np.ndarray, backend: str | None) -> tuple[np.ndarray, np.ndarray]:
         return ops.to_numpy(e), ops.to_numpy(v)
 
 
-def psd_eigh(K, *, psd_rtol: float | None = None, backend: str | None = None
+def psd_eigh(K: ArrayLike, *, psd_rtol: float | None = None, backend: str | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of a symmetric PSD kernel: K (n, n) -> (e (n,) ascending, V (n, n)).
 
@@ -93,7 +94,7 @@ def _check_decomposition(eigenvalues, eigenvectors) -> tuple[np.ndarray, np.ndar
     return e, v
 
 
-def loo_errors(eigenvalues, eigenvectors, Y, alphas) -> np.ndarray:
+def loo_errors(eigenvalues: ArrayLike, eigenvectors: ArrayLike, Y: ArrayLike, alphas: ArrayLike) -> np.ndarray:
     """Exact leave-one-out residuals Y_i - f_{-i}(x_i): (a, n, c) for every alpha.
 
     ``eigenvalues`` (n,), ``eigenvectors`` (n, n) are ``psd_eigh(K)``; reuse them for several
@@ -125,7 +126,9 @@ class EigenPath:
     eigenvalues: np.ndarray
 
 
-def eigen_path(K, Y, alphas, *, labels=None, offset=None, psd_rtol=None, backend=None) -> EigenPath:
+def eigen_path(K: ArrayLike, Y: ArrayLike, alphas: ArrayLike, *, labels: ArrayLike | None = None,
+               offset: ArrayLike | None = None, psd_rtol: float | None = None,
+               backend: str | None = None) -> EigenPath:
     """Solve (K + alpha I) coef = Y for every alpha from one eigendecomposition of K (n, n).
 
     Y (n,) or (n, c). ``labels`` (n,) class indices into the c columns enable LOO accuracy (argmax

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -97,9 +99,11 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
     ``save(path)`` / ``KernelRidgeClassifier.load(path)``: all of them as arrays + JSON, no pickle.
     """
 
-    def __init__(self, alphas=KERNEL_ALPHAS, solver="auto", center=False, selection="loo",
-                 max_loo_size=20000, holdout_fraction=0.2, n_centers=1000, solver_params=None,
-                 random_state=0, backend=None, psd_rtol=None):
+    def __init__(self, alphas: ArrayLike = KERNEL_ALPHAS, solver: str = "auto", center: bool = False,
+                 selection: str = "loo", max_loo_size: int = 20000, holdout_fraction: float = 0.2,
+                 n_centers: int = 1000, solver_params: dict[str, Any] | None = None,
+                 random_state: int | np.random.RandomState | None = 0, backend: str | None = None,
+                 psd_rtol: float | None = None) -> None:
         self.alphas = alphas
         self.solver = solver
         self.center = center
@@ -177,7 +181,7 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
         accuracy = np.array([(s.argmax(axis=1) == labels[held_idx]).mean() for s in scores])
         return accuracy, np.array([np.mean((s - truth) ** 2) for s in scores])
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> KernelRidgeClassifier:
         """Fit on the (n, n) training kernel X = K_train and labels y (n,)."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         if k.ndim == 2 and k.shape[0] != k.shape[1]:
@@ -260,12 +264,12 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
                          square=False)
         return (k if self.centers_ is None else k[:, self.centers_]) @ self.coef_ + self.offset_
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Class scores (n_test, c); for two classes, score(classes_[1]) - score(classes_[0])."""
         scores = self._scores(X)
         return scores[:, 1] - scores[:, 0] if self.classes_.size == 2 else scores
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted labels (n_test,) for the (n_test, n_train) kernel X = K_test."""
         scores = self._scores(X)
         return self.classes_[scores.argmax(axis=1)]
@@ -295,7 +299,8 @@ class KernelRidgeRegressor(AlphaGridParams, Persistent, RegressorMixin, BaseEsti
     ``save(path)`` / ``KernelRidgeRegressor.load(path)``: arrays + JSON, no pickle.
     """
 
-    def __init__(self, alphas=KERNEL_ALPHAS, solver="auto", backend=None, psd_rtol=None):
+    def __init__(self, alphas: ArrayLike = KERNEL_ALPHAS, solver: str = "auto", backend: str | None = None,
+                 psd_rtol: float | None = None) -> None:
         self.alphas = alphas
         self.solver = solver
         self.backend = backend
@@ -307,7 +312,7 @@ class KernelRidgeRegressor(AlphaGridParams, Persistent, RegressorMixin, BaseEsti
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> KernelRidgeRegressor:
         """Fit on the (n, n) training kernel X = K_train and targets y (n,) or (n, t)."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=True)
@@ -336,7 +341,7 @@ class KernelRidgeRegressor(AlphaGridParams, Persistent, RegressorMixin, BaseEsti
                                     psd_rtol=self.psd_rtol_)
         return self
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predictions (n_test,) or (n_test, t) for the (n_test, n_train) kernel X = K_test."""
         check_is_fitted(self, "coef_")
         k = check_kernel(validate_data(self, X, reset=False, dtype=np.float64), "K_test",
@@ -381,8 +386,9 @@ class NystromRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseE
     other estimators.
     """
 
-    def __init__(self, centers=None, alphas=KERNEL_ALPHAS, solver="direct", holdout_fraction=0.2,
-                 random_state=0, backend=None, psd_rtol=None):
+    def __init__(self, centers: ArrayLike | None = None, alphas: ArrayLike = KERNEL_ALPHAS, solver: str = "direct",
+                 holdout_fraction: float = 0.2, random_state: int | np.random.RandomState | None = 0,
+                 backend: str | None = None, psd_rtol: float | None = None) -> None:
         self.centers = centers
         self.alphas = alphas
         self.solver = solver
@@ -399,7 +405,7 @@ class NystromRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseE
         return nystrom_fit(k_nm, k_mm, targets, alpha, solver=self.solver, psd_rtol=self.psd_rtol_,
                            backend=self.backend_)
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> NystromRidgeClassifier:
         """Fit on X = K_nm (n, M), the kernel between the training points and the centers."""
         k, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
@@ -445,12 +451,12 @@ class NystromRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseE
                          square=False)
         return k @ self.coef_
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Class scores (n_test, c) (two classes: score(classes_[1]) - score(classes_[0]))."""
         scores = self._scores(X)
         return scores[:, 1] - scores[:, 0] if self.classes_.size == 2 else scores
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted labels (n_test,) for X = K(test points, centers) (n_test, M)."""
         scores = self._scores(X)     # first: NotFittedError before classes_ is read
         return self.classes_[scores.argmax(axis=1)]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from ._backend import use_backend
@@ -31,7 +32,7 @@ from ._cg import NegativeCurvature, batched_cg
 from ._checks import check_alpha, check_targets
 from ._psd import (NotPositiveDefiniteError, check_psd_rtol, not_psd_error, singular_or_advice,
                    smallest_eigenvalue, within_tolerance)
-from .blocks import BlockSource, as_block_source, row_blocks
+from .blocks import BlockSource, SourceLike, as_block_source, row_blocks
 
 __all__ = ["BCDResult", "CGResult", "bcd", "pcg", "kernel_matmul", "nystrom_preconditioner"]
 
@@ -98,9 +99,9 @@ def _block_factor(ops, k_bb, alpha: float, shift: float, b: slice, psd_rtol: flo
     raise NotPositiveDefiniteError(f"{report}; {singular_or_advice(alpha, lo, hi, psd_rtol, 'it')}")
 
 
-def bcd(source, Y, alpha, *, block_size: int = 1000, epochs: int = 10, tol: float = 1e-6,
-        coef0=None, seed: int = 0, order: str = "random", progress: bool = False,
-        callback: Callable[[int, np.ndarray, float], bool | None] | None = None,
+def bcd(source: SourceLike, Y: ArrayLike, alpha: float, *, block_size: int = 1000, epochs: int = 10,
+        tol: float = 1e-6, coef0: ArrayLike | None = None, seed: int = 0, order: str = "random",
+        progress: bool = False, callback: Callable[[int, np.ndarray, float], bool | None] | None = None,
         psd_rtol: float | None = None, backend: str | None = None) -> BCDResult:
     """Solve (K + alpha I) coef = Y by block coordinate descent (exact block Gauss-Seidel).
 
@@ -278,8 +279,8 @@ def _negative_curvature_error(alpha: float, lo: float, largest: float, psd_rtol:
     return NotPositiveDefiniteError(f"{where}; {singular_or_advice(alpha, lo, largest, psd_rtol)}")
 
 
-def pcg(source, Y, alpha, *, rank: int = 200, tol: float = 1e-8, max_iter: int = 500,
-        seed: int = 0, preconditioner: str | None = "nystrom", block_size: int = 1000,
+def pcg(source: SourceLike, Y: ArrayLike, alpha: float, *, rank: int = 200, tol: float = 1e-8,
+        max_iter: int = 500, seed: int = 0, preconditioner: str | None = "nystrom", block_size: int = 1000,
         progress: bool = False, psd_rtol: float | None = None,
         backend: str | None = None) -> CGResult:
     """Solve (K + alpha I) coef = Y by preconditioned conjugate gradient, all columns at once.

@@ -15,12 +15,13 @@ import warnings
 from typing import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._backend import use_backend
 from ._cg import batched_cg
 from ._checks import check_alpha, check_kernel, check_targets
 from ._psd import not_psd_error, resolve_psd_rtol, within_tolerance
-from .blocks import as_block_source, row_blocks
+from .blocks import SourceLike, as_block_source, row_blocks
 
 __all__ = ["nystrom_fit", "uniform_centers"]
 
@@ -104,8 +105,8 @@ def _falkon(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y,
     return ops.solve_triangular(lower, ops.array(v), lower=True, trans=True)
 
 
-def nystrom_fit(K_nm, K_mm, Y, alpha, *, solver: str = "direct", block_size: int = 1000,
-                tol: float = 1e-10, max_iter: int = 100, progress: bool = False,
+def nystrom_fit(K_nm: SourceLike, K_mm: ArrayLike, Y: ArrayLike, alpha: float, *, solver: str = "direct",
+                block_size: int = 1000, tol: float = 1e-10, max_iter: int = 100, progress: bool = False,
                 psd_rtol: float | None = None, backend: str | None = None) -> np.ndarray:
     """Nystrom kernel ridge coefficients (M, c); see the module docstring for the problem.
 

@@ -3,11 +3,12 @@ the one uint8 -> [0, 1] scaling."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["validate_images", "check_array_content", "to_unit_range", "INPUT_SCALES", "check_fitted_images", "parse_input_dtype"]
 
 
-def validate_images(x, name: str = "x", dtype: str | None = "float32") -> np.ndarray:
+def validate_images(x: ArrayLike, name: str = "x", dtype: str | None = "float32") -> np.ndarray:
     """Check an NHWC image batch (N, H, W, C) and return it as ``dtype``; ``dtype=None`` keeps
     uint8 as uint8 (to be scaled by :func:`to_unit_range`) and gives anything else as float32.
     ValueError names what is wrong (sparse, complex or non-numeric input, no images or an empty
