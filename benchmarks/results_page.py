@@ -15,6 +15,7 @@ import sys
 
 from ..kernels.layout import BlockLayout
 from .experiments.small_data import method_descriptions
+from .experiments.shifts import corruption_scope
 from .report import markdown_table, percent, selection_table, summarize, write_json
 
 #: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
@@ -218,7 +219,7 @@ def _shifts_section(payload: dict) -> tuple[str, dict]:
                  f"{corruption[name].get('relative_mce', float('nan')):.2f}",
                  _effective_robustness(g, i) if "rho" in g else "n/a"]
                 for i, name in enumerate(names)]
-        lines.append(markdown_table(["model", "role", "clean %", "mCA %",
+        lines.append(f"{corruption_scope(analysis)}:\n\n" + markdown_table(["model", "role", "clean %", "mCA %",
                                      f"relative mCE (vs {payload['reference']})",
                                      "eff. robustness, all corruptions"], rows))
     methods = [i for i, name in enumerate(names) if roles[name] == "method"]

@@ -228,3 +228,13 @@ def test_the_kernel_whitens_with_all_the_training_images_given(digits, tmp_path)
                                       zca_bias=1e-3).fit(pool[:40], labels[:40])
     loaded = CompositionalKernelClassifier.load(model.save(tmp_path / "model.npz"))
     np.testing.assert_array_equal(loaded.predict(digits[2][:20]), model.predict(digits[2][:20]))
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_search_shows_its_progress_on_stderr_only_when_asked(digits, capsys, progress):
+    train_x, train_y = digits[0][:20], digits[1][:20]
+    params = {**all_params(TINY)["kernel"], "arch": "myrtle5"}
+    selection.select_and_fit("kernel", params, {"zca_bias": [1e-2, 1e-1]}, train_x, train_y,
+                             progress=progress)
+    out, err = capsys.readouterr()
+    assert not out and (("kernel selection" in err) == progress)

@@ -167,6 +167,21 @@ def test_corruption_errors_in_the_analysis_match_the_formulas():
     assert analysis["corruption"]["a"]["relative_mce"] == pytest.approx(robustness.relative_mce(
         errors, 1 - a["accuracy"]["clean"], ref_errors, 1 - ref["accuracy"]["clean"]))
     assert len(analysis["groups"]["all corruptions"]["sets"]) == 75
+    by_model = analysis["by_model"]["a"]       # the same numbers, arranged as the report's rows
+    i = analysis["models"].index("a")
+    assert by_model["clean"] == pytest.approx(a["accuracy"]["clean"])
+    assert by_model["mca"] == analysis["corruption"]["a"]["mca"]
+    group = analysis["groups"]["all corruptions"]
+    assert by_model["effective_robustness"]["all corruptions"] == {
+        "rho": group["rho"][i], "interval": group["rho_interval"][i]}
+    assert shifts.corruption_scope(analysis) == "Over the 15 corruptions"
+
+    without = [k for k in sets if not k.startswith("motion_blur@")]   # a run without one corruption
+    fewer = shifts.analyze(json.loads(json.dumps({**payload, "sets": without})))
+    errors14 = np.array([[1 - a["accuracy"][f"{c}@{s}"] for s in severities]
+                         for c in C.CORRUPTIONS if c != "motion_blur"])
+    assert fewer["corruption"]["a"]["mca"] == pytest.approx(1 - errors14.mean())
+    assert shifts.corruption_scope(fewer) == "Over 14 of the 15 corruptions (without motion_blur)"
 
 
 def test_a_family_tied_on_the_clean_images_gives_no_fit_and_says_why(tmp_path):

@@ -28,6 +28,7 @@ import itertools
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ...kernels import GramCache, ZCAWhitening
 from ...kernels._shared.defaults import SELECTION_GRIDS, SELECTION_HOLDOUT_FRACTION
@@ -139,7 +140,7 @@ def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, la
         fitted, fit_seconds = [], []
         cache = {"cache": GramCache()} if method == "kernel" else {}
         whitenings: dict = {}
-        for point in points:
+        for point in tqdm(points, desc=f"{method} selection", leave=False, disable=not progress):
             start = time.perf_counter()
             settings = {**params, **point}
             if method == "kernel" and whitening_images is not None:
@@ -168,7 +169,7 @@ def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, la
             {k: params[k] for k in grid}, 0.0), seconds
     fit, held = split
     scores = []
-    for point in points:
+    for point in tqdm(points, desc=f"{method} selection", leave=False, disable=not progress):
         model = make_estimator(method, {**params, **point}, len(fit), random_state=seed)
         try:
             model.fit(images[fit], labels[fit])

@@ -233,7 +233,7 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
         if model["role"] == "method":
             estimator, _, selection, fit_seconds = select_and_fit(
                 method, params[method], grids[method], train_x, train_y, seed=config.seed,
-                whitening_images=train[0])
+                whitening_images=train[0], progress=progress)
         else:
             tic = time.perf_counter()
             estimator = make_estimator(method, {**params[method], **model["changes"]}, len(train_y),
@@ -272,7 +272,8 @@ def analyze(payload: dict) -> dict:
     n, sets = payload["test_size"], payload["sets"]
     family = [i for i, r in enumerate(records) if r["role"] == "family"]
     if len(records) < 2 or len(family) < 2:
-        return {"groups": {}, "corruption": {}, "models": [r["name"] for r in records]}
+        return {"groups": {}, "corruption": {}, "corruptions": [], "models": [r["name"] for r in records],
+                "by_model": {}}
     clean = np.stack([_unpack(r["correct"]["clean"], n) for r in records])
     shifted = {k: np.stack([_unpack(r["correct"][k], n) for r in records]) for k in sets}
     groups = {}
@@ -289,8 +290,9 @@ def analyze(payload: dict) -> dict:
         groups[group] = {"sets": keys, **result}
     corruption = {}
     severities = payload["severities"]
-    keys = [[f"{c}@{s}" for s in severities] for c in CORRUPTIONS]
-    if all(k in shifted for row in keys for k in row):
+    present = [c for c in CORRUPTIONS if all(f"{c}@{s}" in shifted for s in severities)]
+    keys = [[f"{c}@{s}" for s in severities] for c in present]
+    if keys:
         errors = {r["name"]: np.array([[1 - r["accuracy"][k] for k in row] for row in keys])
                   for r in records}
         clean_error = {r["name"]: 1 - r["accuracy"]["clean"] for r in records}
@@ -299,11 +301,36 @@ def analyze(payload: dict) -> dict:
             name = r["name"]
             entry = {"mca": robustness.mean_corruption_accuracy(errors[name])}
             if ref in errors:
-                entry["relative_mce"] = robustness.relative_mce(errors[name], clean_error[name],
-                                                                errors[ref], clean_error[ref])
+                try:
+                    entry["relative_mce"] = robustness.relative_mce(errors[name], clean_error[name],
+                                                                    errors[ref], clean_error[ref])
+                except ValueError as err:   # the reference does not degrade somewhere: undefined
+                    entry["relative_mce_undefined"] = str(err)
                 entry["mce"] = robustness.mce(errors[name], errors[ref])
             corruption[name] = entry
-    return {"groups": groups, "corruption": corruption, "models": [r["name"] for r in records]}
+    names = [r["name"] for r in records]
+    return {"groups": groups, "corruption": corruption, "corruptions": present, "models": names,
+            "by_model": _by_model(names, clean.mean(axis=1), groups, corruption)}
+
+
+def _by_model(names: list[str], clean: np.ndarray, groups: dict, corruption: dict) -> dict:
+    """Per model (the report's rows): clean accuracy, mCA / relative mCE and, per group, the
+    effective robustness with its interval; the same numbers as ``groups`` and ``corruption``,
+    arranged by model."""
+    return {name: {"clean": float(clean[i]), **corruption.get(name, {}),
+                   "effective_robustness": {
+                       group: {"rho": g["rho"][i], "interval": g["rho_interval"][i]}
+                       for group, g in groups.items() if "rho" in g}}
+            for i, name in enumerate(names)}
+
+
+def corruption_scope(analysis: dict) -> str:
+    """'Over the 15 corruptions', or which of them where a run used fewer."""
+    present = analysis.get("corruptions", CORRUPTIONS)
+    if len(present) == len(CORRUPTIONS):
+        return f"Over the {len(CORRUPTIONS)} corruptions"
+    missing = sorted(set(CORRUPTIONS) - set(present))
+    return f"Over {len(present)} of the {len(CORRUPTIONS)} corruptions (without {', '.join(missing)})"
 
 
 def _interval(lo_hi) -> str:
@@ -344,7 +371,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
                                                         _interval(g["rho_interval"][i])]
             rows.append([name, records[name]["role"], f"{100 * records[name]['accuracy']['clean']:.1f}",
                          f"{100 * c['mca']:.1f}", f"{c.get('relative_mce', float('nan')):.2f}", *rho])
-        lines.append("## Over the 15 corruptions\n\n" + markdown_table(
+        lines.append(f"## {corruption_scope(analysis)}\n\n" + markdown_table(
             ["model", "role", "clean %", "mCA %", f"relative mCE (vs {ref})", "eff. robustness",
              "95% interval"], rows))
     for group, g in analysis["groups"].items():
