@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import pathlib
+import re
 import textwrap
 
 import numpy as np
@@ -60,6 +61,14 @@ def summarize(records: list[dict]) -> list[dict]:
             "cost_seconds": float(np.mean([r.get("cost_seconds", r["seconds"]) for r in group])),
         })
     return rows
+
+
+def data_label(payload: dict) -> str:
+    """The data a run used, as its results file says; a bare folder path (files written before runs
+    described their data) shortened to its last part, so that no report names a folder of the
+    machine it ran on."""
+    data = str(payload.get("data", ""))
+    return pathlib.PurePath(data).name if re.fullmatch(r"[\w./~-]+", data) else data
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

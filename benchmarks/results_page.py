@@ -16,7 +16,7 @@ import sys
 from ..kernels.layout import BlockLayout
 from .experiments.small_data import method_descriptions
 from .experiments.shifts import corruption_scope
-from .report import markdown_table, percent, selection_table, summarize, write_json
+from .report import data_label, markdown_table, percent, selection_table, summarize, write_json
 
 #: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
 #: ResNet-9 x1/8 by at most its own standard deviation
@@ -106,7 +106,7 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
           f"{t['trials'][0]}, {t['trials'][1]}",
           "n/a" if t["met"] is None else ("yes" if t["met"] else "no")] for t in target])
     folder = payload["_path"].parent.name
-    text = (f"## Small-data protocol ({payload['data']}, `{folder}/`)\n\n"
+    text = (f"## Small-data protocol ({data_label(payload)}, `{folder}/`)\n\n"
             f"Pool of {config['pool_size']} class-balanced training images (seed {config['seed']}), "
             f"fixed test set of {config['test_size']} images; trials draw nested class-balanced "
             "subsets of the pool (at n = pool size every trial uses the whole pool and only the "
@@ -135,7 +135,7 @@ def _architectures_section(payload: dict) -> tuple[str, dict]:
         [row["arch"], f"{100 * row['kernel_error']:.1f}",
          f"{percent(row['network_error'], row['network_error_std'])} ({row['network_trials']})"]
         for row in rows])
-    text = (f"## Network against kernel across architectures ({payload['data']})\n\n"
+    text = (f"## Network against kernel across architectures ({data_label(payload)})\n\n"
             f"Myrtle5 / 7 / 10 kernels (no flips, ZCA bias and alpha by leave-one-out) and their "
             f"networks (lr and epochs on a hold-out) on the same {rows[0]['n']} training images, "
             f"{payload['test_size']} test images. Pearson r of the errors across architectures: "
@@ -148,14 +148,14 @@ def _quickstart_section(payload: dict) -> tuple[str, dict]:
     table = markdown_table(["method", "accuracy %", "seconds", "configuration"], [
         [r["method"], f"{100 * r['accuracy']:.2f}", f"{r['seconds']:.1f}", r["configuration"]]
         for r in payload["results"]])
-    return (f"## Quickstart ({payload['data']})\n\n" + table
+    return (f"## Quickstart ({data_label(payload)})\n\n" + table
             + f"\nMachine: {_machine(payload)}.\n"), {"results": payload["results"]}
 
 
 def _full_data_section(payload: dict) -> tuple[str, dict]:
     path = payload["_path"].with_suffix(".md")
     body = path.read_text().split("\n", 1)[1] if path.exists() else ""
-    return (f"## Accuracy against compute ({payload['data']})\n" + body
+    return (f"## Accuracy against compute ({data_label(payload)})\n" + body
             + "\nPlot: `full_data/full_data.png`.\n"), {"records": payload["records"]}
 
 
@@ -188,7 +188,7 @@ def beyond_interval(group: dict, names: list[str], roles: dict[str, str]) -> dic
 
 
 def _shifts_section(payload: dict) -> tuple[str, dict]:
-    title = f"## Distribution shift: `{payload['_path'].parent.name}` ({payload.get('data', '')})\n"
+    title = f"## Distribution shift: `{payload['_path'].parent.name}` ({data_label(payload)})\n"
     if "analysis" not in payload:       # a run under way writes its analysis when it finishes
         done = [r["name"] for r in payload.get("records", [])]
         return (f"{title}\nIn progress: "

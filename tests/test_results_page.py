@@ -93,3 +93,11 @@ def test_shift_section_names_the_methods_beyond_their_interval(tmp_path):
     assert ("beyond its interval and above every family member's: robust (all corruptions), "
             "robust (family: weather).") in text
     assert "fragile (all corruptions)" in text and "shifts_kernel" not in text
+
+
+def test_reports_name_no_folder_of_the_machine():
+    from tangentless.benchmarks.report import data_label
+    assert data_label({"data": "../shared/data/cifar10"}) == "cifar10"
+    assert data_label({"data": "/home/someone/data/cifar10/"}) == "cifar10"
+    described = "cifar10/train.npz (4000 images), cifar10/test.npz (1000 images)"
+    assert data_label({"data": described}) == described and data_label({}) == ""

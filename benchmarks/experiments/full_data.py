@@ -35,7 +35,7 @@ from ...kernels._shared.defaults import (FULL_DATA_METHODS, FULL_DATA_SIZES,
                                          SELECTION_HOLDOUT_FRACTION)
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
-from ..report import format_seconds, markdown_table, plot_accuracy_vs_cost, selection_table, summarize
+from ..report import data_label, format_seconds, markdown_table, plot_accuracy_vs_cost, selection_table, summarize
 from .gram_cache import pool_test_pairs, selection_pairs
 from .methods import SGD_METHODS, all_params, describe, network_epochs
 from .selection import check_grid, default_grids, select_and_fit
@@ -210,7 +210,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             for r in sorted(payload["records"], key=lambda r: (r["method"], r["n"]))]
     projected = [[m, ", ".join(map(str, p["from_n"])), format_seconds(p["seconds"]), p["assumption"]]
                  for m, p in payload["projection"].items()]
-    title = f"Accuracy against compute: {payload.get('data', '')}"
+    title = f"Accuracy against compute: {data_label(payload)}"
     text = (f"# {title}\n\n"
             f"Each method at class-balanced training sets of {', '.join(map(str, config['sizes']))} "
             f"images (one trial each, seed {config['seed']}), tested on {payload['test_size']} test "

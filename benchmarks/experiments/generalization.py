@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
-from ..report import markdown_table, percent, plot_robustness, selection_table
+from ..report import data_label, markdown_table, percent, plot_robustness, selection_table
 from .methods import METHODS, all_params, describe
 from .selection import default_grids, select_and_fit
 from .store import ResultStore, write_results
@@ -132,7 +132,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     fit = analysis["fit"]
     rows = [[m["name"], percent(m["orig"]), percent(m["new"]), f"{100 * m['drop']:.2f}",
              f"{100 * m['rho']:+.2f}", f"{m['fit_seconds']:.1f}"] for m in analysis["models"]]
-    text = (f"# Generalization to a re-collected test set: {payload.get('data', '')}\n\n"
+    text = (f"# Generalization to a re-collected test set: {data_label(payload)}\n\n"
             f"Test images: {payload['test_sizes']['original']} original, "
             f"{payload['test_sizes']['recollected']} re-collected. Accuracies in percent; drop = "
             "original - new; effective robustness rho = new - sigmoid(b1 logit(original) + b0) "
@@ -144,5 +144,5 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
                                     [[m, d] for m, d in payload["methods"].items()]))
     (out / f"{NAME}.md").write_text(text)
     plot_robustness(analysis["models"], out / f"{NAME}.png", fit["b1"], fit["b0"],
-                    title=payload.get("data", ""))
+                    title=data_label(payload))
     return payload

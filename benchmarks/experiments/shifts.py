@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ...kernels._shared.digest import sha256
 from ..corruptions import CORRUPTIONS, FAMILIES, load_shifted_set
 from ..datasets import balanced_subset
-from ..report import markdown_table, plot_robustness, selection_table
+from ..report import data_label, markdown_table, plot_robustness, selection_table
 from . import robustness
 from .methods import METHODS, all_params, describe, make_estimator
 from .selection import default_grids, select_and_fit
@@ -343,7 +343,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     payload = write_results(source, out / f"{NAME}.json", lambda p: {"analysis": analyze(p)})
     analysis = payload["analysis"]
     names = analysis["models"]
-    lines = [f"# Distribution shift: {payload.get('data', '')}\n",
+    lines = [f"# Distribution shift: {data_label(payload)}\n",
              f"Trained on {payload['n']} class-balanced training images; tested on "
              f"{payload['test_size']} class-balanced test images and the same images under each "
              f"shifted set (severities {', '.join(map(str, payload['severities']))}). Methods "

@@ -66,7 +66,7 @@ from ...kernels._shared.digest import sha256
 from ...scattering import scatter
 from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
 from ..datasets import balanced_subset
-from ..report import (accuracy_table, markdown_table, plot_accuracy_vs_cost, plot_accuracy_vs_n,
+from ..report import (accuracy_table, data_label, markdown_table, plot_accuracy_vs_cost, plot_accuracy_vs_n,
                       selection_table, summarize)
 from .gram_cache import gram_block, pool_test_pairs, selection_pairs, stores_cost
 from .methods import METHODS, all_params, describe, kernel_spec
@@ -384,7 +384,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
         "per grid point: " + "; ".join(
             f"{name}: {info['pairs']:,} pairs, {info['evaluations']:,} evaluations in "
             f"{info['seconds']:.0f} s" for name, info in matrices.items()) + ".\n")
-    title = f"Small-data regime: {payload.get('data', '')}"
+    title = f"Small-data regime: {data_label(payload)}"
     text = (f"# {title}\n\n"
             f"Class-balanced training sets drawn from a pool of {config['pool_size']} images, "
             f"fixed test set of {config['test_size']} images; test accuracy in percent, mean ± "
