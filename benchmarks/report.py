@@ -100,25 +100,51 @@ def accuracy_table(summary: list[dict]) -> str:
     return markdown_table(["n"] + [f"{m}: acc % (trials), s/trial" for m in methods], rows)
 
 
-def plot_accuracy_vs_n(summary: list[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
-    """PNG of test accuracy against the training-set size n (log x), one line per method, error
-    bars of one standard deviation over trials (none for single trials)."""
+def _trial_points(ax, rows: list[dict], x: list[float], y: list[float], color: str, label: str) -> None:
+    """One method's line through its points: error bars of one standard deviation over trials, a
+    hollow marker without bars where a point is a single trial; the legend gives the trial counts."""
+    trials = sorted({r["trials"] for r in rows})
+    counts = f"{trials[0]}" if len(trials) == 1 else f"{trials[0]}-{trials[-1]}"
+    ax.plot(x, y, color=color, lw=1, label=f"{label} ({counts} trial{'' if trials == [1] else 's'})")
+    for r, xi, yi in zip(rows, x, y):
+        if r["std"] is None:
+            ax.scatter(xi, yi, facecolors="none", edgecolors=color, zorder=3)
+        else:
+            ax.errorbar(xi, yi, yerr=100 * r["std"], color=color, marker="o", capsize=3)
+
+
+def _chance_and_title(ax, chance: float | None, title: str, width: int) -> None:
+    if chance is not None:
+        ax.axhline(100 * chance, color="k", ls="--", lw=1, label=f"chance ({100 * chance:g}%)")
+    ax.set_title(textwrap.fill(title + "; hollow: a single trial, bars: std over trials", width),
+                 fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def accuracy_vs_n_figure(summary: list[dict], chance: float | None = None, title: str = "") -> Figure:
+    """Test accuracy against the training-set size n (log x), one line per method, error bars of
+    one standard deviation over trials, single-trial points hollow, the trial counts in the
+    legend, a dashed line at ``chance`` accuracy; the title should state the budget."""
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    for method in dict.fromkeys(row["method"] for row in summary):
+    for i, method in enumerate(dict.fromkeys(row["method"] for row in summary)):
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["n"])
-        ax.errorbar([r["n"] for r in rows], [100 * r["mean"] for r in rows],
-                    yerr=[100 * (r["std"] or 0.0) for r in rows], marker="o", capsize=3, label=method)
+        _trial_points(ax, rows, [r["n"] for r in rows], [100 * r["mean"] for r in rows], f"C{i % 10}", method)
     sizes = sorted({row["n"] for row in summary})
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])
     ax.minorticks_off()
     ax.set_xlabel("training images n (class-balanced)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(textwrap.fill(title, 70), fontsize="medium")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
+    _chance_and_title(ax, chance, title, 70)
+    return fig
+
+
+def plot_accuracy_vs_n(summary: list[dict], path: str | pathlib.Path, chance: float | None = None,
+                       title: str = "") -> pathlib.Path:
+    """PNG of :func:`accuracy_vs_n_figure`."""
+    return _save(accuracy_vs_n_figure(summary, chance, title), path)
 
 
 def _text(value) -> str:
@@ -160,35 +186,23 @@ def selection_table(records: list[dict]) -> str:
 def plot_accuracy_vs_cost(summary: list[dict], path: str | pathlib.Path, chance: float | None = None,
                           title: str = "") -> pathlib.Path:
     """PNG of test accuracy against the cost seconds per trial (``cost_seconds``: fit + predict;
-    log x), one line per method through its n (labelled), error bars of one standard deviation
-    over trials; single-trial points are drawn hollow, without error bars; the legend gives each
-    method's trial counts; a dashed line at ``chance`` accuracy."""
+    log x), one line per method through its n (labelled), drawn as :func:`accuracy_vs_n_figure`
+    draws its points."""
     fig = Figure(figsize=(7.2, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for i, method in enumerate(dict.fromkeys(row["method"] for row in summary)):
         rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["n"])
         x = [max(r["cost_seconds"], 1e-4) for r in rows]
         y = [100 * r["mean"] for r in rows]
-        trials = sorted({r["trials"] for r in rows})
-        counts = f"{trials[0]}" if len(trials) == 1 else f"{trials[0]}-{trials[-1]}"
         color = f"C{i % 10}"
-        ax.plot(x, y, color=color, lw=1, label=f"{method} ({counts} trials)")
+        _trial_points(ax, rows, x, y, color, method)
         for r, xi, yi in zip(rows, x, y):
-            if r["std"] is None:
-                ax.scatter(xi, yi, facecolors="none", edgecolors=color, zorder=3)
-            else:
-                ax.errorbar(xi, yi, yerr=100 * r["std"], color=color, marker="o", capsize=3)
             ax.annotate(str(r["n"]), (xi, yi), textcoords="offset points", xytext=(3, 3),
                         fontsize="x-small", color=color)
-    if chance is not None:
-        ax.axhline(100 * chance, color="k", ls="--", lw=1, label=f"chance ({100 * chance:g}%)")
     ax.set_xscale("log")
     ax.set_xlabel("fit + predict seconds per trial (this machine; labels: n)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(textwrap.fill(title + "; hollow: a single trial, bars: std over trials", 80),
-                 fontsize="medium")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    _chance_and_title(ax, chance, title, 80)
     return _save(fig, path)
 
 

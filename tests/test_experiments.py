@@ -53,6 +53,16 @@ def test_summary_table_and_plots(tmp_path):
     table = report.accuracy_table(summary)
     assert "30.00 ± 10.00 (3), 2.0 s" in table and "| 10 |" in table and "50.00 (1)" in table
     assert report.plot_accuracy_vs_n(summary, tmp_path / "n.png").read_bytes()[:8] == PNG
+    fig = report.accuracy_vs_n_figure(summary, chance=0.1, title="pool 40, test 20")
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["a (3 trials)", "b (1 trial)", "chance (10%)"]
+    assert "pool 40, test 20" in ax.get_title() and "std over trials" in ax.get_title()
+    chance_line = [line for line in ax.get_lines() if list(line.get_ydata()) == [10.0, 10.0]]
+    assert chance_line and chance_line[0].get_linestyle() == "--"
+    from matplotlib.collections import PathCollection
+    hollow = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_facecolors()) == 0]
+    assert [list(c.get_offsets()[0]) for c in hollow] == [[20.0, 50.0]]     # b's single trial
     models = [{"name": "x", "orig": 0.9, "new": 0.8}, {"name": "y", "orig": 0.6, "new": 0.45}]
     assert report.plot_robustness(models, tmp_path / "r.png", 1.0, -0.5).read_bytes()[:8] == PNG
     path = report.write_json(tmp_path / "r.json", {"value": np.float32(0.5), "a": np.arange(2)})

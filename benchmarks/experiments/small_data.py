@@ -395,8 +395,9 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             "\n" + "\n".join(f"- {note}" for note in payload["notes"]) + "\n"
             f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
     (out / f"{NAME}.md").write_text(text)
-    plot_accuracy_vs_n(summary, out / f"{NAME}.png", title=title)
-    plot_accuracy_vs_cost(summary, out / f"{NAME}_cost.png", chance=1 / payload.get("num_classes", 10),
-                          title=f"{title}; pool {config['pool_size']}, test {config['test_size']}")
+    budget = f"{title}; pool {config['pool_size']}, test {config['test_size']}"
+    chance = 1 / payload.get("num_classes", 10)
+    plot_accuracy_vs_n(summary, out / f"{NAME}.png", chance=chance, title=budget)
+    plot_accuracy_vs_cost(summary, out / f"{NAME}_cost.png", chance=chance, title=budget)
     return payload
 
