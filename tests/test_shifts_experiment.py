@@ -70,6 +70,35 @@ def test_end_to_end_accuracies_match_an_independent_fit_and_the_run_resumes(
     assert len(again["sessions"]) == 2 and {r["session"] for r in again["records"]} == {0}
 
 
+def test_an_interrupted_model_resumes_from_the_sets_it_finished(cifar10_subset, shifted_folder, tmp_path,
+                                                               monkeypatch):
+    from tangentless.scattering import ScatteringRidgeClassifier
+    train_x, train_y, test_x, test_y = cifar10_subset
+    test = (test_x[:60], test_y[:60], np.arange(60))
+    whole = shifts.run((train_x, train_y), test, shifted_folder, _config(), tmp_path / "whole", progress=False)
+    predict, calls = ScatteringRidgeClassifier.predict, []
+
+    def interrupted(self, images):
+        calls.append(len(images))
+        if len(calls) == 3:           # the first model's clean set and one shifted set are done
+            raise KeyboardInterrupt
+        return predict(self, images)
+
+    monkeypatch.setattr(ScatteringRidgeClassifier, "predict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        shifts.run((train_x, train_y), test, shifted_folder, _config(), tmp_path / "out", progress=False)
+    stored = json.loads((tmp_path / "out" / "shifts.json").read_text())
+    assert stored["records"] == [] and len(stored["partial"]["scattering"]["correct"]) == 2
+    calls.clear()
+    monkeypatch.setattr(ScatteringRidgeClassifier, "predict", lambda self, x: calls.append(1) or predict(self, x))
+    resumed = shifts.run((train_x, train_y), test, shifted_folder, _config(), tmp_path / "out", progress=False)
+    sets = 1 + len(whole["sets"])                       # the clean images and each shifted set
+    assert len(calls) == 3 * sets - 2                   # the two finished sets are not predicted again
+    assert resumed["partial"] == {}
+    assert ({r["name"]: r["correct"] for r in resumed["records"]}
+            == {r["name"]: r["correct"] for r in whole["records"]})
+
+
 def test_shifted_sets_that_do_not_match_the_test_images_are_refused(cifar10_subset, shifted_folder,
                                                                   tmp_path):
     train_x, train_y, test_x, test_y = cifar10_subset

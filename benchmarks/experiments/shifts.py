@@ -239,16 +239,31 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
             estimator = make_estimator(method, {**params[method], **model["changes"]}, len(train_y),
                                        random_state=config.seed).fit(train_x, train_y)
             selection, fit_seconds = None, time.perf_counter() - tic
-        tic = time.perf_counter()
-        correct = {"clean": estimator.predict(test_x) == test_y}
-        for key, images in tqdm(sets.items(), desc=model["name"], leave=False, disable=not progress):
+        done = store.payload.get("partial", {}).get(model["name"], {})   # sets of an interrupted run
+        correct = {k: _unpack(v, len(test_y)) for k, v in done.get("correct", {}).items()}
+        seconds = done.get("predict_seconds", 0.0)
+        todo = [(k, x) for k, x in [("clean", test_x), *sets.items()] if k not in correct]
+        for key, images in tqdm(todo, desc=model["name"], leave=False, disable=not progress):
+            tic = time.perf_counter()
             correct[key] = estimator.predict(images) == test_y
+            seconds += time.perf_counter() - tic
+            _save_partial(store, model["name"], {"correct": {k: _pack(v) for k, v in correct.items()},
+                                                 "predict_seconds": seconds})
         store.add({**model, "fit_seconds": round(fit_seconds, 3),
-                   "predict_seconds": round(time.perf_counter() - tic, 3),
+                   "predict_seconds": round(seconds, 3),
                    **({"selection": selection} if selection else {}),
-                   "accuracy": {k: float(v.mean()) for k, v in correct.items()},
-                   "correct": {k: _pack(v) for k, v in correct.items()}})
+                   "accuracy": {k: float(correct[k].mean()) for k in ["clean", *sets]},
+                   "correct": {k: _pack(correct[k]) for k in ["clean", *sets]}})
+        _save_partial(store, model["name"], None)
     return write_outputs(store, out)
+
+
+def _save_partial(store: ResultStore, name: str, progress: dict | None) -> None:
+    """Keep a model's finished sets (its per-image correctness) in the file's ``partial`` field as
+    they finish, so that an interrupted run refits the model (deterministic) but predicts only the
+    sets not yet done; ``None`` clears it once the model's record is stored."""
+    partial = {k: v for k, v in store.payload.get("partial", {}).items() if k != name}
+    store.update(partial={**partial, **({name: progress} if progress is not None else {})})
 
 
 def _groups(sets: list[str]) -> dict[str, list[str]]:
