@@ -127,7 +127,8 @@ def standard_network(spec: Layer, width: int, num_outputs: int) -> Network:
 
     def init(key, in_channels: int):
         keys = jax.random.split(key, len(layers) + 1)
-        body, channels = [], in_channels
+        body: list[Any] = []
+        channels = in_channels
         for layer, k in zip(layers, keys):
             if isinstance(layer, Conv):
                 fan_in = layer.size ** 2 * channels
@@ -180,7 +181,7 @@ def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, 
 
     def shapes(c: int) -> dict:
         """(block, conv) -> HWIO kernel shape, and "linear" -> (C, num_outputs), in order."""
-        out = {}
+        out: dict[Any, tuple[int, ...]] = {}
         for name, _, _, residual in RESNET9_BLOCKS:
             for conv in ("conv", "res1", "res2") if residual else ("conv",):
                 out[name, conv] = (3, 3, c, channels[name])
@@ -201,7 +202,8 @@ def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, 
         draws = jnp.split(jax.random.uniform(key, (sum(sizes),), jnp.float32, -1, 1), np.cumsum(sizes)[:-1])
         weights = {k: u.reshape(shape) / math.sqrt(math.prod(shape[:-1]))
                    for (k, shape), u in zip(weights.items(), draws)}
-        params, state = {"linear": weights.pop("linear")}, {}
+        params: dict[str, Any] = {"linear": weights.pop("linear")}
+        state: dict[str, Any] = {}
         for (name, conv), kernel in weights.items():
             cout = kernel.shape[-1]
             params.setdefault(name, {})[conv] = {"kernel": kernel, "bn": {"scale": jnp.ones(cout),
@@ -210,7 +212,7 @@ def resnet9(width: float = 1.0, num_outputs: int = 10, *, scale: float = 0.125, 
         return params, state
 
     def apply(params, state, x, train: bool):
-        new_state = {}
+        new_state: dict[str, Any] = {}
 
         def conv_bn(h, block, conv):
             p = params[block][conv]

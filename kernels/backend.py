@@ -62,7 +62,7 @@ class Backend(Protocol):
 class _Entry:
     factory: type
     available: Callable[[], bool]
-    priority: int
+    priority: float
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -87,7 +87,7 @@ def _registry() -> dict[str, _Entry]:
 
 
 def register_backend(name: str, factory: type, *, available: Callable[[], bool] = lambda: True,
-                     priority: int = 0) -> None:
+                     priority: float = 0) -> None:
     """Make ``backend=name`` build ``factory()`` (the backend's class, called without arguments;
     its objects are then recorded and sent to Dask workers by ``name``). The default backend
     (``backend=None``) is the available one of highest ``priority``; ``available()`` says whether

@@ -141,11 +141,12 @@ class _Unsupported(Exception):
 
 def plan(spec: Layer, image_shape, fused: bool = True) -> Plan | Fallback:
     """Compile ``spec`` for images of shape (H, W, C) into a :class:`Plan`, or a :class:`Fallback`."""
+    h, w, c = (int(v) for v in image_shape)
     try:
-        steps = _steps(spec, tuple(int(v) for v in image_shape))
+        steps = _steps(spec, (h, w, c))
     except _Unsupported as err:
         return Fallback(str(err))
-    return Plan(_stages(steps, fused), tuple(int(v) for v in image_shape))
+    return Plan(_stages(steps, fused), (h, w, c))
 
 
 def _steps(spec: Layer, image_shape: tuple[int, int, int]) -> list[Step]:
@@ -153,10 +154,10 @@ def _steps(spec: Layer, image_shape: tuple[int, int, int]) -> list[Step]:
     layers = spec.layers if isinstance(spec, Serial) else (spec,)
     h, w, _ = image_shape
     dtype, start = "float32", 0
-    while start < len(layers) and isinstance(layers[start], Cast):
-        dtype, start = layers[start].dtype, start + 1
-    if start < len(layers) and isinstance(layers[start], Conv):
-        steps, start = [Step("pixel_conv", h, w, dtype, size=layers[start].size)], start + 1
+    while start < len(layers) and isinstance(cast_layer := layers[start], Cast):
+        dtype, start = cast_layer.dtype, start + 1
+    if start < len(layers) and isinstance(conv := layers[start], Conv):
+        steps, start = [Step("pixel_conv", h, w, dtype, size=conv.size)], start + 1
     else:  # the pixels' linear kernel, then the first layer
         steps = [Step("pixel_conv", h, w, dtype, size=1)]
     for index, layer in enumerate(layers[start:], start):
@@ -283,7 +284,7 @@ def execute(plan: Plan, launcher, x, y, norms_x: dict, norms_y: dict):
         return launcher.xp.concatenate([
             execute(plan, launcher, x[s:s + rows], y, {k: v[s:s + rows] for k, v in norms_x.items()},
                     norms_y) for s in range(0, len(x), rows)])
-    k = None
+    k: Any = None
     for stage in plan.stages:
         k = run_stage(launcher, stage, k, x, y, norms_x, norms_y)
     return k.reshape(len(x), len(y))
@@ -435,7 +436,7 @@ class CupyLauncher:
                                "no driver); use backend='jax' or run on a machine with a GPU")
         self.xp = cupy
         self.device = cupy.cuda.Device(device)
-        self._functions = {}
+        self._functions: dict[str, Any] = {}
 
     def build(self):
         """Compile csrc/ (at first use; later calls return the cached module)."""

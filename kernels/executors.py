@@ -20,7 +20,7 @@ class NonFiniteBlockError(ValueError):
     range); it is neither returned nor stored, so a store's resume computes it again."""
 
 
-def require_finite(block: np.ndarray, index: tuple[int, int], extent: tuple[slice, slice],
+def require_finite(block: np.ndarray, index: tuple[int, int] | None, extent: tuple[slice, slice],
                    advice: str = "the backend computed them: check the images and the backend") -> None:
     """:class:`NonFiniteBlockError` naming block ``index`` and its ``extent`` (rows, columns of
     K), followed by ``advice``, unless every value of ``block`` is finite."""

@@ -76,7 +76,9 @@ def fused_program(spec, image_shape: tuple[int, int, int]) -> FusedProgram | str
     """The :class:`FusedProgram` of ``spec`` on images of shape (H, W, C), or why it has none."""
     h, w = image_shape[:2]
     dtype = spec.input_dtype
-    stages, ops, slots = [], [], []
+    stages: list = []
+    ops: list = []
+    slots: list = []
     stage_ops: list[tuple[float, float, float]] = []
     offset = 0
 
@@ -143,14 +145,14 @@ class FusedCpuBackend:
         return program if isinstance(program, str) else None
 
     def self_info(self, spec, x: np.ndarray):
-        program = fused_program(spec, tuple(x.shape[1:]))
+        program = _supported_program(spec, x.shape[1:])
         root, inverse = image_maps(program, self._jax.self_info(spec, x), len(x))
         return {"root64": root, "inverse64": inverse, "root32": root.astype(np.float32),
                 "inverse32": inverse.astype(np.float32)}
 
     def compute_block(self, spec, x, y, info_x, info_y) -> np.ndarray:
         from ._fused_cpu_kernels import fused_block
-        program = fused_program(spec, tuple(x.shape[1:]))
+        program = _supported_program(spec, x.shape[1:])
         out = np.empty((len(x), len(y)))
         channels_first = lambda images: np.ascontiguousarray(np.moveaxis(images, -1, 1))  # noqa: E731
         fused_block(channels_first(x), channels_first(y), info_x["root32"], info_x["inverse32"],
@@ -161,6 +163,15 @@ class FusedCpuBackend:
 
     def preferred_block_size(self, spec, image_shape) -> int:
         return default_block_size(*image_shape[:2])
+
+
+def _supported_program(spec, image_shape) -> FusedProgram:
+    """The :class:`FusedProgram` of ``spec`` on images (H, W, C); ValueError with the reason when
+    the numba backend cannot compute it."""
+    program = fused_program(spec, tuple(image_shape))
+    if isinstance(program, str):
+        raise ValueError(f"the numba backend cannot compute this spec: {program}")
+    return program
 
 
 def _slot_offsets(program: FusedProgram) -> np.ndarray:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from dask.distributed import Client
     from numpy.typing import ArrayLike
 
+    from .store import GramStore
+
 __all__ = ["gram", "prepare_images", "block_layout"]
 
 #: what the engine asks of a spec
@@ -133,11 +135,12 @@ def gram(spec: Any, x: ArrayLike, y: ArrayLike | None = None, *, flip: bool | st
         config = store_config(spec, x, None if symmetric else y, layout, backend, store_dtype,
                               preprocessing)
     with _executor(scheduler, workers, retries) as executor:
+        sink: MemorySink | GramStore
         if store is None:
             sink = MemorySink(layout)
         else:
-            from .store import GramStore
-            sink = GramStore.open(store, config, layout)
+            from . import store as stores   # Zarr is imported only for a store
+            sink = stores.GramStore.open(store, config, layout)
         return compute(spec, x, y, layout=layout, backend=backend, executor=executor, sink=sink,
                        progress=progress)
 

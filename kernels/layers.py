@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 import einops
 import jax
@@ -175,7 +175,7 @@ class Conv(Layer):
     def kernel(self, k: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         r, (h, w) = self.size // 2, k.shape[1:3]
         kp = jax.lax.optimization_barrier(jnp.pad(k, [(0, 0), (r, r), (r, r), (0, 0), (r, r), (r, r)]))
-        total = 0.0
+        total: Any = 0.0
         for a in range(self.size):
             for b in range(self.size):
                 total = total + kp[:, a:a + h, b:b + w, :, a:a + h, b:b + w]
@@ -321,7 +321,7 @@ class AvgPool(Layer):
     def kernel(self, k: jax.Array, info_x: Any = None, info_y: Any = None) -> jax.Array:
         p = self.window
         if p <= 2:  # strided slices fuse with the producer; a reshape-mean does not (XLA CPU)
-            total = 0.0
+            total: Any = 0.0
             for a in range(p):
                 for b in range(p):
                     for c in range(p):
@@ -459,7 +459,7 @@ class DirectSum(Layer):
     Network: branch outputs (equal widths) concatenated, branch b scaled by sqrt(weight_b * n_branches).
     """
     branches: tuple[Layer, ...]
-    weights: tuple[float, ...] | None = None
+    weights: tuple[float, ...]
 
     def __init__(self, *branches: Layer, weights: Iterable[float] | None = None) -> None:
         if not branches:
@@ -482,8 +482,8 @@ class DirectSum(Layer):
         return sizes.pop()
 
     def kernel(self, k: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
-        return sum(w * b.kernel(k, ix, iy)
-                   for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y))
+        return cast(jax.Array, sum(w * b.kernel(k, ix, iy)
+                                   for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y)))
 
     def _combine_self(self, results):
         t = sum(w * tb for w, (tb, _) in zip(self.weights, results))
@@ -493,8 +493,8 @@ class DirectSum(Layer):
         return self._combine_self([b.self_kernel(t) for b in self.branches])
 
     def pixel_kernel(self, x: jax.Array, y: jax.Array, info_x: Any, info_y: Any) -> jax.Array:
-        return sum(w * b.pixel_kernel(x, y, ix, iy)
-                   for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y))
+        return cast(jax.Array, sum(w * b.pixel_kernel(x, y, ix, iy)
+                                   for w, b, ix, iy in zip(self.weights, self.branches, info_x, info_y)))
 
     def self_pixel_kernel(self, x: jax.Array) -> tuple[jax.Array, Any]:
         return self._combine_self([b.self_pixel_kernel(x) for b in self.branches])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class BlockLayout:
     flip: bool | str
 
     @classmethod
-    def split(cls, n: int, m: int, block_size: int, symmetric: bool, flip: bool) -> BlockLayout:
+    def split(cls, n: int, m: int, block_size: int, symmetric: bool, flip: bool | str) -> BlockLayout:
         """The layout of K (n, m) in the most even blocks of at most ``block_size`` images a side."""
         if not isinstance(block_size, (int, np.integer)) or block_size < 1:
             raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
@@ -131,7 +132,8 @@ class BlockLayout:
             parts.update({(name, b): padded[b * length:(b + 1) * length] for b in range(count)})
         return parts
 
-    def task_arguments(self, i: int, j: int, images: dict, infos: dict) -> tuple:
+    def task_arguments(self, i: int, j: int, images: dict, infos: dict
+                       ) -> tuple[Any, list, Any, list, tuple[slice, slice], bool]:
         """The arguments of :func:`~tangentless.kernels.executors.block_task` between ``spec``
         and ``writer`` for block (i, j); ``images`` and ``infos`` map image-block keys to arrays,
         or to Dask futures of them."""

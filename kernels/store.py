@@ -213,7 +213,8 @@ class GramStore:
     @property
     def layout(self) -> BlockLayout:
         c = self.config
-        return BlockLayout(*c["shape"], *c["block_shape"], c["symmetric"], c["flip"])
+        (n, m), (row_length, col_length) = c["shape"], c["block_shape"]
+        return BlockLayout(n, m, row_length, col_length, c["symmetric"], c["flip"])
 
     def finished(self) -> tuple[set[tuple[int, int]], list[tuple[int, int]]]:
         """(verified, corrupt) blocks: each marker is checked against the chunks it describes; a

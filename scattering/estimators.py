@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import jax
 import numpy as np
@@ -121,7 +122,7 @@ class SparseScatteringClassifier(Persistent, ClassifierMixin, BaseEstimator):
                                    seed=self._seed())
         if self.augment:
             fn = frontend.scattering_fn(images.shape[1:], self.J, self.L, self.max_order, self.phase)
-            data = {"images": images, "feature_fn": fn}
+            data: dict[str, Any] = {"images": images, "feature_fn": fn}
             sample = jax.ShapeDtypeStruct((1,) + images.shape[1:], np.float32)
             feature_shape = jax.eval_shape(fn, sample).shape[1:]
         else:

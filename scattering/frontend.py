@@ -165,6 +165,8 @@ def _scatter_batches(x: np.ndarray, fn, batch_size: int, progress: bool) -> np.n
                 out = np.empty((n,) + result.shape[1:], np.float32)
             out[start:start + rows] = result
             bar.update(rows)
+    if out is None:
+        raise ValueError("no images to scatter: x holds 0 images")
     return out
 
 

@@ -287,7 +287,7 @@ def _stream(decode_into, labels: np.ndarray, order: np.ndarray, batch_size: int,
             prefetch: int, size: int, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Batches of `order` decoded by a pool, at most `prefetch` batches submitted past the last yielded."""
     starts = iter(range(0, len(order), batch_size))
-    pending = collections.deque()  # (images, labels, futures) per submitted, not yet yielded batch
+    pending: collections.deque = collections.deque()  # (images, labels, futures) per submitted, not yet yielded batch
     with ThreadPoolExecutor(num_threads, thread_name_prefix="imagefolder") as pool, \
             tqdm(total=len(order), unit="img", desc="images", disable=not progress) as bar:
 
@@ -305,9 +305,9 @@ def _stream(decode_into, labels: np.ndarray, order: np.ndarray, batch_size: int,
                 for future in futures:
                     future.result()
                 pending.popleft()
-                start = next(starts, None)
-                if start is not None:
-                    submit(start)
+                following = next(starts, None)
+                if following is not None:
+                    submit(following)
                 bar.update(len(batch_labels))
                 yield images, batch_labels
         finally:

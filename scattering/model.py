@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +117,8 @@ def init(key: jax.Array, config: ModelConfig, feature_shape, standardization: di
     from :func:`~tangentless.kernels._shared.standardize.fit_standardization` (default: identity)."""
     h, w, k = feature_shape
     kp, ki, kh = jax.random.split(key, 3)
-    params, state = {}, {}
+    params: dict[str, Any] = {}
+    state: dict[str, Any] = {}
     if standardization is None:
         standardization = {"mean": np.zeros(k, np.float32), "std": np.ones(k, np.float32)}
     state["standardize"] = {name: jnp.asarray(standardization[name], jnp.float32).reshape(k)
@@ -172,7 +174,7 @@ def apply(params, state, features, config: ModelConfig, *, train: bool, rng=None
     dropout = train and config.head == "mlp" and config.dropout > 0
     if dropout and rng is None:
         raise ValueError("apply(train=True) with the MLP head's dropout needs rng (a PRNG key)")
-    keys = jax.random.split(rng, len(params["head"])) if dropout else None
+    keys: Any = jax.random.split(rng, len(params["head"])) if dropout else None
     for i, layer in enumerate(params["head"]):
         x = x @ layer["w"] + layer["b"]
         if i < len(params["head"]) - 1:

@@ -99,9 +99,9 @@ def phase_scattering(x: jax.Array, filters: Filters, max_order: int = 2) -> jax.
         if max_order < 2 or j1 == J - 1:
             continue
         u_hat = jnp.fft.fft2(jnp.abs(w))
-        s2 = [lowpass(jnp.abs(wavelet_transform(u_hat, filters.psi[j2][j1], 2 ** (j2 - j1))),
-                      filters.phi[j2], 2 ** (J - j2))                           # (B, L1, L2, h, w)
-              for j2 in range(j1 + 1, J)]
-        s2 = jnp.concatenate(s2, axis=2)
+        s2 = jnp.concatenate([lowpass(jnp.abs(wavelet_transform(u_hat, filters.psi[j2][j1],
+                                                                 2 ** (j2 - j1))),
+                                      filters.phi[j2], 2 ** (J - j2))     # (B, L1, L2, h, w)
+                              for j2 in range(j1 + 1, J)], axis=2)
         second.append(s2.reshape(batch, -1, *s2.shape[-2:]))
     return jnp.concatenate(first + second, axis=1)

@@ -8,7 +8,7 @@ Solvers write their linear algebra once against ``ops`` and take host numpy arra
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import scipy.linalg
@@ -149,7 +149,7 @@ class JaxOps:
                 return self.to_numpy(fn(self.array(x)))
         return on_device
 
-    def row_reader(self, source: BlockSource) -> Callable[[slice], object]:
+    def row_reader(self, source: BlockSource) -> Callable[[slice], Any]:
         """rows -> K[rows, :] as a (b, m) float64 device array.
 
         A source held in host memory (a numpy array, not a memmap) is checked and copied to the

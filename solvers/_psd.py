@@ -15,6 +15,8 @@ whose kernel was computed in lower precision than it is stored in passes that pr
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from tangentless.kernels.precision import psd_rtol
@@ -42,7 +44,7 @@ def check_psd_rtol(psd_rtol) -> float:
 
 def stored_psd_rtol(obj) -> float | None:
     """The tolerance a Gram store records in ``obj.attrs["tangentless"]["psd_rtol"]``, or None."""
-    attrs = getattr(obj, "attrs", None)
+    attrs: Any = getattr(obj, "attrs", None)
     try:
         value = attrs["tangentless"]["psd_rtol"]
     except (TypeError, KeyError, IndexError):

@@ -73,7 +73,7 @@ class BlockSource:
     are unwritten chunks (None: NaN is reported as NaN).
     """
 
-    def __init__(self, read: Callable[[Index, Index], np.ndarray], shape: tuple[int, int],
+    def __init__(self, read: Callable[[Index, Index], ArrayLike], shape: tuple[int, int],
                  name: str = "K", diagonal: Callable[[], np.ndarray] | None = None,
                  in_memory: bool = False, dtype: DTypeLike | None = None, psd_rtol: float | None = None,
                  gram_store: str | None = None, chunks: tuple[int, int] | None = None) -> None:
@@ -102,7 +102,8 @@ class BlockSource:
         i, j = np.argwhere(np.isnan(arr))[0]
         row = (range(self.shape[0])[rows] if isinstance(rows, slice) else rows)[i]
         col = (range(self.shape[1])[cols] if isinstance(cols, slice) else cols)[j]
-        chunk = f"chunk ({row // self._chunks[0]}, {col // self._chunks[1]})"
+        chunk = ("its chunk unknown" if self._chunks is None
+                 else f"chunk ({row // self._chunks[0]}, {col // self._chunks[1]})")
         return (f"block {where} reads unfinished blocks of the Gram store {self.gram_store} "
                 f"(NaN, its fill value, first at K[{row}, {col}], {chunk}): resume the gram run "
                 f"(rerun the same gram call / `tangentless gram --out {self.gram_store}`)")
@@ -168,16 +169,17 @@ def _array_shape(obj, name: str) -> tuple[int, int]:
     dtype = np.dtype(obj.dtype)
     if dtype.kind not in "biuf":
         raise ValueError(f"{name} must hold real numbers; got dtype {dtype}")
-    return tuple(obj.shape)
+    return int(obj.shape[0]), int(obj.shape[1])
 
 
 def _is_memory_mapped(arr: np.ndarray) -> bool:
     """Whether ``arr``, or an array it is a view of, is backed by a memory-mapped file."""
-    while isinstance(arr, np.ndarray):
-        if isinstance(arr, np.memmap):
+    base: object = arr
+    while isinstance(base, np.ndarray):
+        if isinstance(base, np.memmap):
             return True
-        arr = arr.base
-    return isinstance(arr, mmap.mmap)
+        base = base.base
+    return isinstance(base, mmap.mmap)
 
 
 def _numpy_source(arr: np.ndarray, name: str) -> BlockSource:
@@ -227,7 +229,8 @@ def _zarr_source(arr, name: str) -> BlockSource:
     nothing else pending: a read of many chunks at once leaves zarr's other chunk tasks pending
     when one fails, and Python prints thousands of "Task was destroyed" lines at exit.
     """
-    chunks = tuple(int(c) for c in arr.chunks)
+    shape = _array_shape(arr, name)
+    chunks = (int(arr.chunks[0]), int(arr.chunks[1]))
     store = _store_name(arr)
 
     def read(rows, cols):
@@ -247,7 +250,7 @@ def _zarr_source(arr, name: str) -> BlockSource:
         n = min(arr.shape)
         return np.concatenate([np.diagonal(read(b, b)) for b in row_blocks(n, chunks[0])])
 
-    return BlockSource(read, _array_shape(arr, name), name, diagonal=diagonal, dtype=arr.dtype,
+    return BlockSource(read, shape, name, diagonal=diagonal, dtype=arr.dtype,
                        psd_rtol=stored_psd_rtol(arr), gram_store=store, chunks=chunks)
 
 

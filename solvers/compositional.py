@@ -65,6 +65,20 @@ class _ImageKernel:
     """What the compositional transformer and classifier share: the spec their parameters name,
     ZCA fitted on the training images, and the kernel between images and the training images
     (through ``cache``, a :class:`~tangentless.kernels.GramCache`, where one is given)."""
+    # the parameters and fitted state of the classes it is mixed into (annotations only)
+    arch: str | Layer
+    nonlinearity: str
+    head: str
+    zca: bool | ZCAWhitening
+    zca_bias: float
+    flip: bool | str
+    block_size: int | None
+    progress: bool
+    cache: GramCache | None
+    spec_: Layer
+    zca_: ZCAWhitening | None
+    train_images_: np.ndarray
+    input_dtype_: str
 
     def _spec(self) -> Layer:
         if isinstance(self.arch, Layer):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -55,6 +55,9 @@ def alphas_from_json(alphas) -> float | tuple[float, ...]:
 class AlphaGridParams:
     """Persistence of an estimator whose ``alphas`` parameter is a number, sequence or array:
     saved as JSON numbers (:func:`alphas_to_json`), read back as a float or a tuple."""
+    # the estimator's, declared for type checkers (annotations only)
+    get_params: Callable[..., dict]
+    alphas: Any
 
     def _params_to_json(self) -> dict:
         return {**self.get_params(deep=False), "alphas": alphas_to_json(self.alphas)}
@@ -208,9 +211,11 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
             self.selection_ = "loo"
             self.path_ = eigen_path(k, targets, alphas, labels=labels, offset=self.offset_,
                                     psd_rtol=self.psd_rtol_, backend=self.backend_)
-            best = _best(self.path_.loo_accuracy, self.path_.loo_mse)
-            self.alpha_, self.cv_scores_ = float(alphas[best]), self.path_.loo_accuracy
-            self.loo_score_ = float(self.cv_scores_[best])
+            # with labels, the path holds the LOO accuracy
+            accuracy = cast(np.ndarray, self.path_.loo_accuracy)
+            best = _best(accuracy, self.path_.loo_mse)
+            self.alpha_, self.cv_scores_ = float(alphas[best]), accuracy
+            self.loo_score_ = float(accuracy[best])
             if self.solver_ == "eigen":
                 self.coef_ = self.path_.coef[best]
                 return self
@@ -253,9 +258,12 @@ class KernelRidgeClassifier(AlphaGridParams, Persistent, ClassifierMixin, BaseEs
         self.coef_ = stored_array(arrays, "coef", 2, shape=(rows, c))
         self.offset_ = stored_array(arrays, "offset", 1, shape=(c,))
         self.cv_scores_ = stored_array(arrays, "cv_scores", 1) if "cv_scores" in arrays else None
-        self.path_ = None if not stored_choice(meta, "has_path", (True, False)) else EigenPath(**{
-            f.name: stored_array(arrays, key, arrays[key].ndim, finite=False) if key in arrays else None
-            for f in dataclasses.fields(EigenPath) for key in [f"path.{f.name}"]})
+        self.path_ = None
+        if stored_choice(meta, "has_path", (True, False)):
+            fields: dict[str, Any] = {
+                f.name: stored_array(arrays, key, arrays[key].ndim, finite=False) if key in arrays else None
+                for f in dataclasses.fields(EigenPath) for key in [f"path.{f.name}"]}
+            self.path_ = EigenPath(**fields)
 
     def _scores(self, X) -> np.ndarray:
         """Per-class scores (n_test, c) for the (n_test, n_train) kernel X = K_test."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -58,7 +58,7 @@ class CGResult:
     converged: np.ndarray
 
 
-def _block_matmul(ops, rows: Callable[[slice], object], blocks: list[slice], x):
+def _block_matmul(ops, rows: Callable[[slice], Any], blocks: list[slice], x):
     """K @ x (n, k) on the backend of ``ops``, from row blocks ``rows(b)`` (b, m) and x (m, k)."""
     return ops.xp.concatenate([rows(b) @ x for b in blocks])
 
@@ -141,7 +141,7 @@ def bcd(source: SourceLike, Y: ArrayLike, alpha: float, *, block_size: int = 100
         if coef0.shape != y.shape:
             raise ValueError(f"coef0 has shape {coef0.shape}; Y needs {y.shape}")
     blocks = row_blocks(n, block_size)
-    scale = np.linalg.norm(y) or 1.0
+    scale = float(np.linalg.norm(y)) or 1.0
     rng = np.random.default_rng(seed)
     with use_backend(backend) as ops:
         xp, rows = ops.xp, ops.row_reader(source)
@@ -156,7 +156,7 @@ def bcd(source: SourceLike, Y: ArrayLike, alpha: float, *, block_size: int = 100
             return float(xp.linalg.norm(resid)) / scale
 
         norms = [relative_residual()]
-        factors = {}  # Cholesky of each diagonal block, b^2 each: n b in all, one row block's worth
+        factors: dict[int, Any] = {}  # Cholesky of each diagonal block, b^2 each: n b in all, one row block's worth
         shift = 0.0  # jitter within the PSD tolerance, once a block needed it
         total = int(epochs) * len(blocks)
         with tqdm(total=total, unit="block", desc="bcd", disable=not progress) as bar:
@@ -192,8 +192,8 @@ def bcd(source: SourceLike, Y: ArrayLike, alpha: float, *, block_size: int = 100
     return BCDResult(coef, np.array(norms), len(norms) - 1, converged)
 
 
-def _nystrom_sketch(ops, rows: Callable[[slice], object], blocks: list[slice], n: int,
-                    rank: int, seed: int, psd_rtol: float):
+def _nystrom_sketch(ops, rows: Callable[[slice], Any], blocks: list[slice], n: int,
+                    rank: int, seed: int, psd_rtol: float) -> tuple[Any, Any]:
     """K ~ U diag(lam) U^T, U (n, r) and lam (r,) descending on the backend of ``ops``, from one
     pass over K (Frangella, Tropp, Udell 2021, Algorithm 2.1). If the core Omega^T K Omega is
     not PSD within ``psd_rtol`` x its largest eigenvalue, ``NotPositiveDefiniteError``; if it is,
@@ -255,7 +255,7 @@ def nystrom_preconditioner(source, rank: int, mu: float, *, seed: int = 0,
         return ops.on_host(_nystrom_inverse(ops, u, lam, mu))
 
 
-def _largest_eigenvalue(ops, rows: Callable[[slice], object], blocks: list[slice], n: int,
+def _largest_eigenvalue(ops, rows: Callable[[slice], Any], blocks: list[slice], n: int,
                         seed: int, passes: int = 10) -> float:
     """A lower bound on K's largest eigenvalue: the Rayleigh quotient after ``passes`` power
     iterations from a seeded random vector (one pass over K each)."""

@@ -12,7 +12,7 @@ their lambda = alpha / n. Predictions on new points are K(X_new, centers) @ coef
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -26,8 +26,9 @@ from .blocks import SourceLike, as_block_source, row_blocks
 __all__ = ["nystrom_fit", "uniform_centers"]
 
 
-def uniform_centers(n: int, m: int, *, seed: int = 0) -> np.ndarray:
-    """m distinct indices drawn uniformly from range(n) (seeded), sorted: (m,) int64."""
+def uniform_centers(n: int, m: int, *, seed: int | None = 0) -> np.ndarray:
+    """m distinct indices drawn uniformly from range(n) (seeded; None: fresh entropy), sorted: (m,)
+    int64."""
     if not 1 <= int(m) <= int(n):
         raise ValueError(f"number of centers must be in [1, n={n}]; got {m}")
     return np.sort(np.random.default_rng(seed).choice(int(n), size=int(m), replace=False))
@@ -53,7 +54,7 @@ def _whitener(ops, k_mm: np.ndarray, psd_rtol: float):
     return lower
 
 
-def _direct(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y, alpha: float):
+def _direct(ops, rows: Callable[[slice], Any], blocks: list[slice], lower, y, alpha: float):
     """Cholesky of G = L^-1 K_nm^T K_nm L^-T + alpha I, accumulated over row blocks (M^2 memory).
 
     Each row block is whitened (L^-1 K_b^T, (M, b)) before squaring, so cond(G) <= 1 +
@@ -71,7 +72,7 @@ def _direct(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y,
     return ops.solve_triangular(lower, ops.cho_solve(factor, rhs), lower=True, trans=True)
 
 
-def _falkon(ops, rows: Callable[[slice], object], blocks: list[slice], lower, y, alpha: float,
+def _falkon(ops, rows: Callable[[slice], Any], blocks: list[slice], lower, y, alpha: float,
             tol: float, max_iter: int, progress: bool):
     """Preconditioned CG on (L^-1 K_nm^T K_nm L^-T + alpha I) v = L^-1 K_nm^T Y, coef = L^-T v.
 

@@ -8,6 +8,7 @@ import math
 import numbers
 import pathlib
 import zipfile
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
@@ -36,8 +37,8 @@ def save_state(path, kind: str, params: dict, meta: dict, arrays: dict[str, np.n
         if np.asarray(a).dtype == object:
             raise TypeError(f"array {name!r} has dtype object; persist plain arrays only")
     record = json.dumps({"format": FORMAT, "kind": kind, "params": params, "meta": meta})
-    return atomic_write(pathlib.Path(path), lambda f: np.savez(f, **{_RECORD: np.array(record)},
-                                                               **{k: np.asarray(v) for k, v in arrays.items()}))
+    contents: dict[str, Any] = {_RECORD: np.array(record), **{k: np.asarray(v) for k, v in arrays.items()}}
+    return atomic_write(pathlib.Path(path), lambda f: np.savez(f, **contents))
 
 
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -142,7 +143,8 @@ def stored_number(meta: dict, name: str, *, integer: bool = False, minimum: floa
         return None
     kind = numbers.Integral if integer else numbers.Real
     if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
-            or (minimum is not None and value < minimum) or (below is not None and value >= below)):
+            or (minimum is not None and float(value) < minimum)
+            or (below is not None and float(value) >= below)):
         bounds = "".join([f" >= {minimum}" if minimum is not None else "",
                           f" and < {below}" if below is not None else ""])
         raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}{bounds}; got {value!r}")
@@ -200,6 +202,11 @@ class Persistent:
     one line rather than failing later); params are ``get_params(deep=False)``, which a subclass whose params are not JSON-able
     maps with ``_params_to_json`` / ``_params_from_json``.
     """
+    # provided by the estimator class this is mixed into, and by the subclass (declared for type
+    # checkers only: annotations, no attributes)
+    get_params: Callable[..., dict]
+    _fitted_state: Callable[[], tuple[dict, dict]]
+    _restore_fitted_state: Callable[[dict, dict], None]
 
     def _params_to_json(self) -> dict:
         return self.get_params(deep=False)

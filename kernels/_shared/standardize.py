@@ -2,7 +2,15 @@
 (Chan's merge, so memmaps and streamed chunks work), applied as (x - mean) / std."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
+
+#: numpy in, numpy out; JAX in, JAX out
+ArrayT = TypeVar("ArrayT", "np.ndarray", "jax.Array")
 
 __all__ = ["fit_standardization", "standardize"]
 
@@ -14,7 +22,7 @@ def fit_standardization(features, chunk: int = 1024) -> dict:
     std 1."""
     parts = ((features[i:i + chunk] for i in range(0, len(features), chunk))
              if hasattr(features, "shape") else features)
-    count, mean, m2 = 0, 0.0, 0.0
+    count, mean, m2 = 0, np.zeros(()), np.zeros(())
     for part in parts:
         x = np.asarray(part, np.float64)
         x = x.reshape(-1, x.shape[-1])
@@ -34,6 +42,6 @@ def fit_standardization(features, chunk: int = 1024) -> dict:
     return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
 
 
-def standardize(x: jax.Array, stats: dict) -> jax.Array:
+def standardize(x: ArrayT, stats: dict) -> ArrayT:
     """(..., K) -> (x - mean) / std per channel."""
     return (x - stats["mean"]) / stats["std"]

@@ -32,7 +32,7 @@ import json
 import pathlib
 import sys
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -161,7 +161,8 @@ class EpochRandom:
     augmentations use streams 1, 2, ..."""
 
     def __init__(self, seed: int, epoch: int):
-        self.seed, self.epoch, self._streams = seed, epoch, {}
+        self.seed, self.epoch = seed, epoch
+        self._streams: dict[int, np.random.Generator] = {}
 
     def __call__(self, stream: int) -> np.random.Generator:
         if stream not in self._streams:
@@ -177,9 +178,9 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, padding: int) ->
     """Random crops of the zero-padded images (B, H, W, C), same size, then random horizontal flips."""
     b, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    dy = rng.integers(0, 2 * padding + 1, b)
-    dx = rng.integers(0, 2 * padding + 1, b)
-    flip = rng.random(b) < 0.5
+    dy = np.asarray(rng.integers(0, 2 * padding + 1, b))
+    dx = np.asarray(rng.integers(0, 2 * padding + 1, b))
+    flip = np.asarray(rng.random(b) < 0.5)
     out = np.empty_like(images)
     for i in range(b):
         crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
@@ -193,7 +194,10 @@ class ArrayData:
 
     def __init__(self, array, labels=None, n_classes: int | None = None, label_name: str = "labels"):
         self.array = array if hasattr(array, "ndim") else np.asarray(array)
-        self.labels = None if labels is None else check_labels(labels, len(self.array), n_classes, label_name)
+        if labels is not None and n_classes is None:
+            raise ValueError(f"{label_name} need n_classes (their range [0, n_classes))")
+        self.labels = (None if labels is None or n_classes is None
+                       else check_labels(labels, len(self.array), n_classes, label_name))
 
     def __len__(self):
         return len(self.array)
@@ -206,12 +210,15 @@ class ArrayData:
         """(examples (batch, ...), labels (batch,)) of epoch ``epoch``: a permutation (stream 0 of
         :class:`EpochRandom`) in full batches (the last incomplete one dropped), each through
         ``augment`` when given."""
+        if self.labels is None:
+            raise ValueError("an unlabelled set cannot be trained on: give its labels")
+        labels = self.labels
         rng = EpochRandom(seed, epoch)
         perm = rng(0).permutation(len(self))
         for i in range(len(self) // batch):
             idx = perm[i * batch:(i + 1) * batch]
             raw = np.asarray(self.array[idx])
-            yield (raw if augment is None else augment(raw, rng)), self.labels[idx]
+            yield (raw if augment is None else augment(raw, rng)), labels[idx]
 
     def eval_batches(self, batch_size: int):
         """(examples, labels or None) in order, batches of ``batch_size`` (the last one shorter)."""
@@ -221,7 +228,8 @@ class ArrayData:
 
     def fingerprint(self) -> dict:
         """What a checkpoint records of this set: its shape and the SHA-256 of its labels."""
-        return {"shape": list(self.array.shape), "labels_sha256": array_sha256(self.labels)}
+        return {"shape": list(self.array.shape),
+                "labels_sha256": None if self.labels is None else array_sha256(self.labels)}
 
 
 def padded_batches(batches: Iterable, batch_size: int, total: int):
@@ -361,8 +369,8 @@ def trees_from_arrays(templates: dict, arrays: dict) -> dict:
 
 def save_checkpoint(path, trees: dict, meta: dict) -> None:
     """Write ``trees`` (name -> pytree of arrays) and JSON ``meta`` atomically to ``path``."""
-    arrays = named_arrays(trees)
-    atomic_write(pathlib.Path(path), lambda f: np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays))
+    contents: dict[str, Any] = {"__meta__": np.array(json.dumps(meta)), **named_arrays(trees)}
+    atomic_write(pathlib.Path(path), lambda f: np.savez(f, **contents))
 
 
 def _check_fingerprint(path, stored: dict, current: dict) -> None:
@@ -433,7 +441,7 @@ def train_loop(start: Callable[[bool], dict], step: Callable, batches: Callable[
 
     for epoch in range(first, epochs):
         tic = time.perf_counter()
-        records = []
+        records: list[dict] = []
         bar = tqdm(batches(epoch), total=steps_per_epoch, disable=not progress,
                    desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, file=sys.stderr)
         for i, (x, y) in enumerate(bar):
