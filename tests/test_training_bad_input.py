@@ -202,3 +202,23 @@ def test_progress_and_logs_go_to_stderr(kind, digits, capfd):
     out, err = capfd.readouterr()
     assert out == ""
     assert "loss=" in err and "epoch 1/1" in err
+
+
+def test_a_set_without_labels_or_their_range_is_refused_for_training():
+    from tangentless.kernels._shared.training import ArrayData
+
+    images = np.zeros((4, 8, 8, 3), np.float32)
+    with pytest.raises(ValueError, match="need n_classes"):
+        ArrayData(images, np.array([0, 1, 0, 1]))
+    unlabelled = ArrayData(images)
+    assert unlabelled.fingerprint()["labels_sha256"] is None
+    with pytest.raises(ValueError, match="unlabelled set cannot be trained on"):
+        next(unlabelled.train_batches(seed=0, epoch=0, batch=2))
+    assert [len(x) for x, _ in unlabelled.eval_batches(3)] == [3, 1]  # evaluation needs no labels
+
+
+def test_scattering_no_images_is_refused():
+    from tangentless.scattering.frontend import _scatter_batches
+
+    with pytest.raises(ValueError, match="0 images"):
+        _scatter_batches(np.zeros((0, 8, 8, 3), np.float32), lambda b: b, 4, False)
