@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from .machine import describe_machine
+from .report import write_json
 
 DEFAULT_OUT = pathlib.Path("benchmarks/results/digits_network.json")
 PARTS = ("diagnosis", "grid", "test", "warm")
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
                                    "seconds_second": second["seconds"]})
             print(json.dumps(report["warm"][-1]), file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    write_json(args.out, report)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from .kernel_throughput import RESULTS, prepare_images
+from .report import write_json
 
 
 def _warm_up(spec, block: np.ndarray) -> float:
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
               "speedup_over_one_worker": {w: round(p / by_workers[1], 2) for w, p in by_workers.items()}
               if 1 in by_workers else None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from tangentless.benchmarks.datasets import resolve_data
+from tangentless.benchmarks.report import write_json
 from tangentless.kernels import ZCAWhitening
 
 #: default folder of the benchmarks' result files, relative to the current directory
@@ -196,12 +197,10 @@ def main(argv=None) -> None:
         print(json.dumps(peer), flush=True)
     rates = measured_rates()
     print(json.dumps(rates), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "kernel_throughput", "machine": describe_machine(),
-                                    "images": source, "notes": NOTES, "results": results,
-                                    "ratios": backend_ratios(results), "neural_tangents": peer,
-                                    "rates": rates, "roofline": roofline(results, rates)},
-                                   indent=2) + "\n")
+    write_json(args.out, {"benchmark": "kernel_throughput", "machine": describe_machine(),
+                          "images": source, "notes": NOTES, "results": results,
+                          "ratios": backend_ratios(results), "neural_tangents": peer,
+                          "rates": rates, "roofline": roofline(results, rates)})
     print(f"wrote {args.out}")
 
 

@@ -10,12 +10,20 @@ import jax
 import numpy as np
 
 
+#: the CPU flags that decide the arithmetic rates a benchmark can reach
+VECTOR_EXTENSIONS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
+                     "asimd", "sve"}
+
+
 def describe_machine() -> dict:
-    """CPU model, core count, memory, library versions and the relevant environment variables."""
-    cpu = platform.processor()
+    """CPU model and vector extensions, core count, memory, library versions and the relevant
+    environment variables."""
+    cpu, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            lines = f.read().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
     except OSError:
         pass
     memory = None
@@ -28,6 +36,7 @@ def describe_machine() -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+        "cpu_vector_extensions": sorted(flags & VECTOR_EXTENSIONS),
         "cpu_count": os.cpu_count(), "memory_gib": memory,
         "jax": jax.__version__, "numpy": np.__version__,
         "jax_devices": [str(d) for d in jax.devices()],

@@ -22,6 +22,7 @@ import numpy as np
 
 from .data_folder import resolve_data
 from .machine import describe_machine
+from .report import write_json
 
 DEFAULT_OUT = pathlib.Path("benchmarks/results/network_diagnosis.json")
 #: the variants of docs/baselines.md: {name: [method, changes]}
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
               "command": " ".join(sys.argv), "n": args.n, "trial": args.trial,
               "held_out_images": len(held), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    write_json(args.out, report)
     print(json.dumps(report, indent=1))
     return 0
 

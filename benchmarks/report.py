@@ -28,11 +28,12 @@ def write_json(path: str | pathlib.Path, payload: dict) -> pathlib.Path:
 
 
 def _plain(value):
-    """JSON fallback for numpy scalars and arrays."""
+    """JSON fallback for numpy scalars and numpy or JAX arrays."""
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):   # numpy or JAX arrays
+        array = np.asarray(value)
+        return array.item() if array.ndim == 0 else array.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -42,6 +42,7 @@ from ..scattering.train import TrainConfig
 from ..solvers import KernelRidgeClassifier
 from .datasets import load_packed_jpeg_npz, resolve_data
 from .machine import describe_machine, peak_rss_gib
+from .report import write_json
 
 DEFAULT_OUT = pathlib.Path("benchmarks/results/scattering_bench.json")
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -264,7 +265,7 @@ def main(argv=None) -> int:
         report["imagenet"]["gpu_projection"] = gpu_projection(macs, IMAGENET_TRAIN_IMAGES)
     report["peak_rss_gib"] = peak_rss_gib()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float))
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -46,6 +46,7 @@ from ..solvers.iterative import bcd, pcg
 from ..solvers.nystrom import nystrom_fit, uniform_centers
 from .datasets import load_packed_jpeg_npz, resolve_data
 from .machine import describe_machine, peak_rss_gib
+from .report import write_json
 
 #: the alphas searched (the grid for RBF kernels of normalized features)
 ALPHAS = np.asarray(SCATTERING_ALPHAS)
@@ -276,8 +277,7 @@ def main(argv=None) -> None:
               "test_images": TEST_IMAGES, "selection": [], "convergence": None, "bcd": None}
 
     def save():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(out, report)
 
     for n in args.sizes:
         k_train = rbf(train[:n], train[:n], gamma)
