@@ -337,6 +337,21 @@ def _settings(name: str, seed: int, source_sha256: str) -> dict:
             "library": "imagecorruptions-imaug " + importlib.metadata.version("imagecorruptions-imaug")}
 
 
+#: the distributions whose arithmetic a shifted set's bytes depend on
+_MADE_WITH = ("numpy", "scipy", "scikit-image", "opencv-python", "imagecorruptions-imaug")
+
+
+def _versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`_MADE_WITH` (None where absent), recorded with a
+    set (not checked): what to compare when a regenerated file's SHA-256 differs."""
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    return {name: version(name) for name in _MADE_WITH}
+
+
 def _paths(folder: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
     return folder / f"{name}.npz", folder / f"{name}.json"
 
@@ -348,7 +363,8 @@ def _write_set(folder: pathlib.Path, settings: dict, images: np.ndarray, labels:
     atomic_write(npz, lambda f: np.savez_compressed(f, images=images, labels=labels.astype(np.int64),
                                                     index=indices.astype(np.int64)))
     record = {**settings, "settings_sha256": config_sha256(settings), "file_sha256": file_sha256(npz),
-              "images": int(images.shape[1]), "severities": int(images.shape[0])}
+              "images": int(images.shape[1]), "severities": int(images.shape[0]),
+              "versions": _versions()}
     atomic_write(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
     return npz
 

@@ -138,6 +138,7 @@ def test_written_sets_resume_verify_and_refuse_tampering(real_images, tmp_path):
     assert np.array_equal(shifted, C.shift_images(images, "contrast", seed=0))
     assert np.array_equal(got_labels, labels) and np.array_equal(index, np.arange(100, 108))
     assert record["parameters"] == list(C.CIFAR10C_SEVERITIES["contrast"])
+    assert record["versions"]["numpy"] == np.__version__   # what made it, for a later comparison
     mtime = path.stat().st_mtime_ns
     C.write_shifted_sets(images, labels, tmp_path, seed=0, names=("contrast",), progress=False)
     assert path.stat().st_mtime_ns == mtime   # verified and kept, not rewritten
