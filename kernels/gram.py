@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -65,6 +65,22 @@ def block_layout(spec, x: np.ndarray, y: np.ndarray, backend, block_size: int | 
         hook = getattr(backend, "preferred_block_size", None)
         block_size = hook(spec, x.shape[1:]) if hook else default_block_size(*x.shape[1:3])
     return BlockLayout.split(len(x), len(y), block_size, symmetric, flip)
+
+
+@overload
+def gram(spec: Any, x: ArrayLike, y: ArrayLike | None = None, *, flip: bool | str = False,
+         block_size: int | None = None, progress: bool = True, backend: str | Backend | None = None,
+         store: None = None, store_dtype: str = "float64", preprocessing: dict | None = None,
+         scheduler: str | Client | None = None, workers: int | None = None,
+         retries: int = 3) -> np.ndarray: ...
+
+
+@overload
+def gram(spec: Any, x: ArrayLike, y: ArrayLike | None = None, *, flip: bool | str = False,
+         block_size: int | None = None, progress: bool = True, backend: str | Backend | None = None,
+         store: str | os.PathLike[str], store_dtype: str = "float64",
+         preprocessing: dict | None = None, scheduler: str | Client | None = None,
+         workers: int | None = None, retries: int = 3) -> zarr.Array: ...
 
 
 def gram(spec: Any, x: ArrayLike, y: ArrayLike | None = None, *, flip: bool | str = False,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast, overload
 
 import einops
 import jax
@@ -29,6 +29,8 @@ from .network import network as _network
 from .precision import narrowest, psd_rtol
 
 if TYPE_CHECKING:
+    import os
+
     import numpy as np
     import zarr
     from numpy.typing import ArrayLike
@@ -127,9 +129,21 @@ class Layer(abc.ABC):
         throughout), the solvers' ``psd_rtol``; a Gram store records it."""
         return psd_rtol(self.kernel_dtype)
 
-    def gram(self, x: ArrayLike, y: ArrayLike | None = None, **options: Any) -> np.ndarray | zarr.Array:
-        """Gram matrix of this kernel; see :func:`tangentless.kernels.gram`."""
-        return _gram(self, x, y, **options)
+    @overload
+    def gram(self, x: ArrayLike, y: ArrayLike | None = None, *, store: None = None,
+             **options: Any) -> np.ndarray: ...
+
+    @overload
+    def gram(self, x: ArrayLike, y: ArrayLike | None = None, *, store: str | os.PathLike[str],
+             **options: Any) -> zarr.Array: ...
+
+    def gram(self, x: ArrayLike, y: ArrayLike | None = None, *,
+             store: str | os.PathLike[str] | None = None, **options: Any) -> np.ndarray | zarr.Array:
+        """Gram matrix of this kernel: a numpy array, or the Zarr array of ``store``; see
+        :func:`tangentless.kernels.gram`."""
+        if store is None:
+            return _gram(self, x, y, **options)
+        return _gram(self, x, y, store=store, **options)
 
     def kernel_fn(self, x1: ArrayLike, x2: ArrayLike | None = None) -> jax.Array:
         """K (N1, N2) between image batches x1 (N1, H, W, C) and x2 (N2, H, W, C; default x1) as
