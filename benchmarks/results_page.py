@@ -187,6 +187,18 @@ def beyond_interval(group: dict, names: list[str], roles: dict[str, str]) -> dic
     return out
 
 
+def _verdict_line(lead: str, verdicts: dict[str, dict[str, list[str]]], n_methods: int,
+                  unit: str) -> str:
+    """One sentence naming the (method, group) pairs above and below the fit by
+    :func:`beyond_interval`, with how many of its 95% intervals would cross zero by chance."""
+    above = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["above"]})
+    below = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["below"]})
+    return (f"{lead}: " + (", ".join(above) if above else "none") + ". Below the fit beyond its "
+            "interval and below every member: " + (", ".join(below) if below else "none")
+            + f" ({n_methods} methods x {len(verdicts)} {unit}, each at 95%: about "
+            f"{0.05 * n_methods * len(verdicts):.1f} would cross zero by chance alone).")
+
+
 def _shifts_section(payload: dict) -> tuple[str, dict]:
     title = f"## Distribution shift: `{payload['_path'].parent.name}` ({data_label(payload)})\n"
     if "analysis" not in payload:       # a run under way writes its analysis when it finishes
@@ -232,17 +244,18 @@ def _shifts_section(payload: dict) -> tuple[str, dict]:
                      + markdown_table(["method", *groups], [
                          [names[i], *(_effective_robustness(g, i) for g in groups.values())]
                          for i in methods] + [spread]))
+    per_shift = {g: v for g, v in analysis["groups"].items()
+                 if g not in SHIFT_GROUPS and not g.startswith("family:") and "no_fit" not in v}
     verdicts = {group: beyond_interval(g, names, roles) for group, g in groups.items()}
-    above = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["above"]})
-    below = sorted({f"{m} ({group})" for group, v in verdicts.items() for m in v["below"]})
-    lines.append("Effective robustness beyond its interval and above every family member's: "
-                 + (", ".join(above) if above else "none") + ". Below the fit beyond its interval "
-                 "and below every member: " + (", ".join(below) if below else "none")
-                 + f" ({len(methods)} methods x {len(groups)} groups, each at 95%: about "
-                 f"{0.05 * len(methods) * len(groups):.1f} would cross zero by chance alone)."
-                 f"\n\nMachine: {_machine(payload)}. "
+    shift_verdicts = {group: beyond_interval(g, names, roles) for group, g in per_shift.items()}
+    lines.append(_verdict_line("Effective robustness beyond its interval and above every family "
+                               "member's", verdicts, len(methods), "groups") + "\n")
+    lines.append(_verdict_line("Per shift (each corruption on its own, its severities together)",
+                               shift_verdicts, len(methods), "shifts")
+                 + f"\n\nMachine: {_machine(payload)}. "
                  f"Full report and plots: `{payload['_path'].parent.name}/shifts.md`.\n")
-    return "\n".join(lines), {"verdicts": verdicts, "corruption": corruption,
+    return "\n".join(lines), {"verdicts": verdicts, "shift_verdicts": shift_verdicts,
+                              "corruption": corruption,
                               "clean": {n: records[n]["accuracy"]["clean"] for n in names}}
 
 

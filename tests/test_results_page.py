@@ -93,6 +93,11 @@ def test_shift_section_names_the_methods_beyond_their_interval(tmp_path):
     assert ("beyond its interval and above every family member's: robust (all corruptions), "
             "robust (family: weather).") in text
     assert "fragile (all corruptions)" in text and "shifts_kernel" not in text
+    # each shift on its own too, with its own count of chance crossings
+    assert parts["shifts"]["shift_verdicts"] == {"fog": {"above": ["robust"], "below": ["fragile"]}}
+    assert ("Per shift (each corruption on its own, its severities together): robust (fog). Below "
+            "the fit beyond its interval and below every member: fragile (fog) (2 methods x 1 "
+            "shifts") in text
 
 
 def test_reports_name_no_folder_of_the_machine():
