@@ -89,3 +89,10 @@ def test_default_backend_choice():
         assert isinstance(resolve_backend(None, residual, shape), JaxBackend)
     with pytest.warns(CudaFallbackWarning, match="DirectSum"):
         assert isinstance(resolve_backend("numba", residual, shape), JaxBackend)
+
+
+def test_called_directly_on_a_spec_it_cannot_compute_it_says_why():
+    residual = tk.serial(tk.Conv(3), tk.DirectSum(tk.Relu(), tk.Conv(3)), tk.GlobalAvgPool())
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="numba backend cannot compute this spec: .*DirectSum"):
+        FusedCpuBackend().self_info(residual, x)
