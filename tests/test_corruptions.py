@@ -106,6 +106,32 @@ def test_generation_is_deterministic_and_per_image(real_images):
         assert np.array_equal(part, a[2:4]), name
 
 
+
+
+def _perturbed_kernel(library, ulps: int):
+    """The library's motion-blur line kernel with every weight moved ``ulps`` units in the last
+    place: what another CPU's NumPy exp (AVX-512's SVML against AVX2's libm) can give."""
+    original = library.getMotionBlurKernel
+
+    def kernel(width, sigma):
+        k = original(width, sigma)
+        for _ in range(abs(ulps)):
+            k = np.nextafter(k, np.inf if ulps > 0 else -np.inf)
+        return k
+    return kernel
+
+
+@pytest.mark.parametrize("name", ["motion_blur", "snow"])
+@pytest.mark.parametrize("ulps", [-2, 2])
+def test_line_blurs_do_not_depend_on_the_last_bits_of_the_kernel(real_images, monkeypatch, name, ulps):
+    # about 1% of motion-blurred values (flat regions: v times weights summing to 1) lie within
+    # rounding error of an integer, where truncation to uint8 turns an ulp of exp into a gray level
+    expected = [C.corrupt_images(real_images, name, s, seed=0) for s in range(1, 6)]
+    library = C._library()
+    monkeypatch.setattr(library, "getMotionBlurKernel", _perturbed_kernel(library, ulps))
+    for severity, want in enumerate(expected, 1):
+        got = C.corrupt_images(real_images, name, severity, seed=0)
+        assert np.array_equal(got, want), (name, severity, int((got != want).sum()))
 def test_fog_leaves_numpys_global_generator_as_it_was(real_images):
     np.random.seed(3)
     expected = np.random.random()
