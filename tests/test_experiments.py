@@ -561,3 +561,20 @@ def test_small_data_records_each_methods_settings_and_refuses_a_changed_recipe(t
     assert payload[small_data.config_key("scattering")]["params"]["alphas"] == list(
         first.params["scattering"]["alphas"])
     assert "lr 0.03" in small_data.method_descriptions(payload)["istc"]
+
+
+def test_a_method_line_says_selected_where_selection_replaces_the_fixed_value():
+    from tangentless.benchmarks.experiments.methods import describe
+    from tangentless.benchmarks.experiments.selection import default_grids
+    params, grids = all_params(), default_grids(["kernel", "scattering", "cnn", "istc"])
+    fixed = describe("kernel", {**params["kernel"], "zca_bias": 1e-5, "flip": True})
+    assert "bias 1e-05" in fixed and "flip-symmetrized" in fixed
+    searched = describe("kernel", params["kernel"], grids["kernel"])
+    assert "bias selected" in searched and "flip selected" in searched
+    assert "1e-05" not in searched and "symmetrized" not in searched
+    assert "J selected" in describe("scattering", params["scattering"], grids["scattering"])
+    network = describe("cnn", params["cnn"], grids["cnn"])
+    assert "lr selected" in network and "epochs selected" in network and "peak lr" not in network
+    assert "lr selected" in describe("istc", params["istc"], grids["istc"])
+    # a grid that searches nothing describes the fixed recipe
+    assert describe("cnn", params["cnn"], {}) == describe("cnn", params["cnn"])

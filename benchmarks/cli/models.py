@@ -42,7 +42,7 @@ def run_quickstart(args) -> int:
     rows, results = [], []
     for method in QUICKSTART["methods"]:
         if not args.quiet:
-            print(f"[{method}] {describe(method, params[method])}; selecting over "
+            print(f"[{method}] {describe(method, params[method], grids[method])}; selecting over "
                   f"{grids[method] or 'its alphas'}", file=sys.stderr, flush=True)
         tic = time.perf_counter()
         model, chosen, selection, _ = select_and_fit(

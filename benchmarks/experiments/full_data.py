@@ -151,7 +151,7 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
     params = {m: config.params[m] for m in config.methods}
     grids = {m: config.grids.get(m, {}) for m in config.methods}
     header = {"experiment": NAME, "data": data, "config": dataclasses.asdict(config),
-              "methods": {m: describe(m, params[m]) for m in config.methods},
+              "methods": {m: describe(m, params[m], grids[m]) for m in config.methods},
               "num_classes": len(classes), "available_balanced_train": available,
               "test_size": len(test_index)}
     # every method's params and grid, not only this run's: runs of other methods or sizes into

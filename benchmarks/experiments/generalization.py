@@ -102,7 +102,7 @@ def run(train: tuple[np.ndarray, np.ndarray], original: tuple[np.ndarray, np.nda
     params = {m: config.params[m] for m in METHODS}
     grids = {m: config.grids.get(m, {}) for m in METHODS}
     header = {"experiment": NAME, "data": data, "config": dataclasses.asdict(config),
-              "methods": {m: describe(m, params[m]) for m in config.methods},
+              "methods": {m: describe(m, params[m], grids[m]) for m in config.methods},
               "test_sizes": {"original": len(original[1]), "recollected": len(recollected[1])}}
     store = ResultStore(out / f"{NAME}.json", ("method", "n"), header,
                         sha256({"params": params, "seed": config.seed, "grids": grids}, *train,

@@ -108,21 +108,32 @@ def all_params(overrides: dict | None = None) -> dict:
     return {m: method_params(m, **overrides.get(m, {})) for m in METHODS}
 
 
-def describe(method: str, params: dict) -> str:
-    """One line naming the method and its budget, for tables and legends."""
+def describe(method: str, params: dict, grid: dict | None = None) -> str:
+    """One line naming the method and its budget, for tables and legends. A parameter that
+    ``grid`` (the method's selection grid) searches reads "<name> selected" instead of its fixed
+    value, which selection replaces."""
+    searched = set(grid or ())
+
+    def value(key: str, fixed: str) -> str:
+        return f"{key.replace('_', ' ')} selected" if key in searched else fixed
+
     if method == "kernel":
-        return (f"{params['arch']} kernel, ZCA (bias {params['zca_bias']:g}), "
-                f"{'flip-symmetrized, ' if params['flip'] else ''}kernel ridge (alpha by LOO)")
+        bias = value("zca_bias", f"bias {params['zca_bias']:g}")
+        flips = value("flip", "flip-symmetrized" if params["flip"] else "")
+        return (f"{params['arch']} kernel, ZCA ({bias}), {flips + ', ' if flips else ''}"
+                "kernel ridge (alpha by LOO)")
     if method == "scattering":
-        return f"scattering J={params['J']} + RBF kernel ridge (alpha by LOO)"
+        return f"scattering {value('J', 'J=' + str(params['J']))} + RBF kernel ridge (alpha by LOO)"
+    epochs = value("epochs", f"{params['epochs']} epochs (>= {params['min_steps']} steps)")
+    lr = f"{params['lr']:g}"
     if method == "istc":
-        return (f"sparse scattering (ISTC) J={params['J']}, CPU-sized: projection "
-                f"{params['projection']}, {params['dictionary_size']} atoms, {params['n_iter']} "
-                f"iterations (paper: 256 / 2048 / 12), {params['epochs']} epochs "
-                f"(>= {params['min_steps']} steps), batch {params['batch_size']}, lr {params['lr']:g}")
-    return (f"{params['arch']} network, width {params['width']}, {params['epochs']} epochs "
-            f"(>= {params['min_steps']} steps), batch {params['batch_size']}, {params['loss']} loss, "
-            f"peak lr {params['lr']:g}{', crop+flip+cutout augmentation' if params['augment'] else ''}")
+        return (f"sparse scattering (ISTC) {value('J', 'J=' + str(params['J']))}, CPU-sized: "
+                f"projection {params['projection']}, {params['dictionary_size']} atoms, "
+                f"{params['n_iter']} iterations (paper: 256 / 2048 / 12), {epochs}, "
+                f"batch {params['batch_size']}, {value('lr', 'lr ' + lr)}")
+    return (f"{params['arch']} network, {value('width', 'width ' + str(params['width']))}, {epochs}, "
+            f"batch {params['batch_size']}, {params['loss']} loss, {value('lr', 'peak lr ' + lr)}"
+            f"{', crop+flip+cutout augmentation' if params['augment'] else ''}")
 
 
 def network_epochs(params: dict, n: int) -> int:

@@ -201,7 +201,8 @@ def run(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray
     params = {m: config.params[m] for m in METHODS}
     grids = {m: config.grids.get(m, {}) for m in METHODS}
     models = _models(config, family=reuse is None)
-    methods = {m["name"]: describe(m["method"], {**params[m["method"]], **m["changes"]})
+    methods = {m["name"]: describe(m["method"], {**params[m["method"]], **m["changes"]},
+                                   grids[m["method"]] if m["role"] == "method" else None)
                for m in models}
     source, reused = {}, []
     if reuse is not None:

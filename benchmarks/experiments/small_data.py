@@ -271,7 +271,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
                 "params": params}
     header = {
         "experiment": NAME, "data": data, "config": {**dataclasses.asdict(config), **resolved},
-        "num_classes": num_classes, "methods": {m: describe(m, params[m]) for m in METHODS},
+        "num_classes": num_classes, "methods": {m: describe(m, params[m], grids.get(m)) for m in METHODS},
         "pool_index": pool_index.tolist(), "test_index": test_index.tolist(),
         "notes": [
             f"class-balanced pool of {pool_size} training images; trials draw nested class-balanced "
@@ -364,7 +364,7 @@ def _check_method_config(store: ResultStore, method: str, params: dict, grid: di
 
 def method_descriptions(payload: dict) -> dict[str, str]:
     """{method: :func:`describe` line} of each method with results, from its recorded settings."""
-    return {m: describe(m, payload[config_key(m)]["params"]) if config_key(m) in payload
+    return {m: describe(m, payload[config_key(m)]["params"], payload[config_key(m)]["grid"]) if config_key(m) in payload
             else payload["methods"][m] for m in dict.fromkeys(r["method"] for r in payload["records"])}
 
 
