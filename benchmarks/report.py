@@ -64,6 +64,21 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
+#: vector extensions from the widest down, as named in a machine line
+_WIDEST_VECTORS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
+                   ("sve", "SVE"), ("asimd", "NEON"))
+
+
+def machine_line(machine: dict) -> str:
+    """'AMD EPYC (AVX-512), 2 cores, 23.5 GiB' from a :func:`describe_machine` record: with the
+    widest vector extension where the record lists them (machines of one model name differ in
+    it, and with it their speed and, through NumPy's SIMD paths, some computed bytes)."""
+    flags = set(machine.get("cpu_vector_extensions", ()))
+    widest = next((name for flag, name in _WIDEST_VECTORS if flag in flags), None)
+    return (f"{machine.get('cpu', '?')}{f' ({widest})' if widest else ''}, "
+            f"{machine.get('cpu_count', '?')} cores, {machine.get('memory_gib', '?')} GiB")
+
+
 def data_label(payload: dict) -> str:
     """The data a run used, as its results file says; a bare folder path (files written before runs
     described their data) shortened to its last part, so that no report names a folder of the

@@ -16,7 +16,7 @@ import sys
 from ..kernels.layout import BlockLayout
 from .experiments.small_data import method_descriptions
 from .experiments.shifts import corruption_scope
-from .report import data_label, markdown_table, percent, selection_table, summarize, write_json
+from .report import data_label, machine_line, markdown_table, percent, selection_table, summarize, write_json
 
 #: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
 #: ResNet-9 x1/8 by at most its own standard deviation
@@ -28,8 +28,7 @@ def _load(path: pathlib.Path) -> dict | None:
 
 
 def _machine(payload: dict) -> str:
-    m = payload.get("machine", {})
-    return f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('memory_gib', '?')} GiB"
+    return machine_line(payload.get("machine", {}))
 
 
 def network_target(summary: list[dict], min_n: int = NETWORK_TARGET_MIN_N) -> list[dict]:

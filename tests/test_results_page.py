@@ -106,3 +106,13 @@ def test_reports_name_no_folder_of_the_machine():
     assert data_label({"data": "/home/someone/data/cifar10/"}) == "cifar10"
     described = "cifar10/train.npz (4000 images), cifar10/test.npz (1000 images)"
     assert data_label({"data": described}) == described and data_label({}) == ""
+
+
+def test_the_machine_line_names_the_widest_vector_extension():
+    from tangentless.benchmarks.report import machine_line
+    machine = {"cpu": "AMD EPYC", "cpu_count": 2, "memory_gib": 23.5}
+    assert machine_line(machine) == "AMD EPYC, 2 cores, 23.5 GiB"   # recorded before the flags were
+    assert machine_line({**machine, "cpu_vector_extensions": ["avx", "avx2", "avx512f", "fma"]}) \
+        == "AMD EPYC (AVX-512), 2 cores, 23.5 GiB"
+    assert machine_line({**machine, "cpu_vector_extensions": ["avx", "avx2", "fma", "sse4_2"]}) \
+        == "AMD EPYC (AVX2), 2 cores, 23.5 GiB"

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from ...kernels.architectures import MYRTLE_NAMES
 from ...kernels._shared.defaults import ARCHITECTURES, SELECTION_GRIDS, SMALL_DATA_PARAMS
-from ..report import markdown_table, percent, write_json
+from ..report import machine_line, markdown_table, percent, write_json
 from . import small_data
 from .methods import all_params
 from . import selection
@@ -149,7 +149,7 @@ def write_outputs(out: str | pathlib.Path, archs, *, data: str = "") -> dict:
             "network: peak lr and epochs on a stratified hold-out). Pearson correlation of the "
             f"errors across the {len(rows)} architectures: "
             + ("n/a" if r is None else f"{r:.2f}") + ".\n\n" + table +
-            f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
+            f"\nMachine: {machine_line(payload['machine'])}.\n")
     (out / f"{NAME}.md").write_text(text)
     _plot(rows, r, out / f"{NAME}.png", f"{data}, n = {n}")
     return payload

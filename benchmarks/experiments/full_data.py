@@ -35,7 +35,8 @@ from ...kernels._shared.defaults import (FULL_DATA_METHODS, FULL_DATA_SIZES,
                                          SELECTION_HOLDOUT_FRACTION)
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
-from ..report import data_label, format_seconds, markdown_table, plot_accuracy_vs_cost, selection_table, summarize
+from ..report import (data_label, format_seconds, machine_line, markdown_table, plot_accuracy_vs_cost,
+                      selection_table, summarize)
 from .gram_cache import pool_test_pairs, selection_pairs
 from .methods import SGD_METHODS, all_params, describe, network_epochs
 from .selection import check_grid, default_grids, select_and_fit
@@ -227,7 +228,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + "\n" + markdown_table(["method", "configuration (reduced budget; the selected values "
                                               "replace these: see the selection table)"],
                                     [[m, d] for m, d in payload["methods"].items()])
-            + f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
+            + f"\nMachine: {machine_line(payload['machine'])}.\n")
     (out / f"{NAME}.md").write_text(text)
     if payload["records"]:
         plot_accuracy_vs_cost(payload["summary"], out / f"{NAME}.png",

@@ -66,8 +66,8 @@ from ...kernels._shared.digest import sha256
 from ...scattering import scatter
 from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
 from ..datasets import balanced_subset
-from ..report import (accuracy_table, data_label, markdown_table, plot_accuracy_vs_cost, plot_accuracy_vs_n,
-                      selection_table, summarize)
+from ..report import (accuracy_table, data_label, machine_line, markdown_table, plot_accuracy_vs_cost,
+                      plot_accuracy_vs_n, selection_table, summarize)
 from .gram_cache import gram_block, pool_test_pairs, selection_pairs, stores_cost
 from .methods import METHODS, all_params, describe, kernel_spec
 from .selection import check_grid, default_grids, ridge_selection, select_and_fit
@@ -364,7 +364,7 @@ def _check_method_config(store: ResultStore, method: str, params: dict, grid: di
 
 def method_descriptions(payload: dict) -> dict[str, str]:
     """{method: :func:`describe` line} of each method with results, from its recorded settings."""
-    return {m: describe(m, payload[config_key(m)]["params"], payload[config_key(m)]["grid"]) if config_key(m) in payload
+    return {m: describe(m, **payload[config_key(m)]) if config_key(m) in payload
             else payload["methods"][m] for m in dict.fromkeys(r["method"] for r in payload["records"])}
 
 
@@ -393,7 +393,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + "\n## Hyperparameter selection (training data only)\n\n"
             + selection_table(payload["records"]) + "\n" + methods + cost +
             "\n" + "\n".join(f"- {note}" for note in payload["notes"]) + "\n"
-            f"\nMachine: {payload['machine']['cpu']}, {payload['machine']['cpu_count']} cores.\n")
+            f"\nMachine: {machine_line(payload['machine'])}.\n")
     (out / f"{NAME}.md").write_text(text)
     budget = f"{title}; pool {config['pool_size']}, test {config['test_size']}"
     chance = 1 / payload.get("num_classes", 10)
