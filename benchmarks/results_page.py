@@ -153,8 +153,11 @@ def _quickstart_section(payload: dict) -> tuple[str, dict]:
 
 def _full_data_section(payload: dict) -> tuple[str, dict]:
     path = payload["_path"].with_suffix(".md")
-    body = path.read_text().split("\n", 1)[1] if path.exists() else ""
-    return (f"## Accuracy against compute ({data_label(payload)})\n" + body
+    title = f"## Accuracy against compute ({data_label(payload)})\n"
+    if not path.exists():   # the run writes its report when it finishes
+        return (title + f"\nNot finished: {len(payload['records'])} (method, n) record(s) so far, "
+                "no report yet (rerunning the same command resumes it).\n"), {"records": payload["records"]}
+    return (title + path.read_text().split("\n", 1)[1]
             + "\nPlot: `full_data/full_data.png`.\n"), {"records": payload["records"]}
 
 

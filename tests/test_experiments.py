@@ -570,7 +570,7 @@ def test_a_method_line_says_selected_where_selection_replaces_the_fixed_value():
     fixed = describe("kernel", {**params["kernel"], "zca_bias": 1e-5, "flip": True})
     assert "bias 1e-05" in fixed and "flip-symmetrized" in fixed
     searched = describe("kernel", params["kernel"], grids["kernel"])
-    assert "bias selected" in searched and "flip selected" in searched
+    assert "ZCA (bias selected)" in searched and "flips selected" in searched
     assert "1e-05" not in searched and "symmetrized" not in searched
     assert "J selected" in describe("scattering", params["scattering"], grids["scattering"])
     network = describe("cnn", params["cnn"], grids["cnn"])

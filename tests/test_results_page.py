@@ -116,3 +116,14 @@ def test_the_machine_line_names_the_widest_vector_extension():
         == "AMD EPYC (AVX-512), 2 cores, 23.5 GiB"
     assert machine_line({**machine, "cpu_vector_extensions": ["avx", "avx2", "fma", "sse4_2"]}) \
         == "AMD EPYC (AVX2), 2 cores, 23.5 GiB"
+
+
+def test_an_unfinished_accuracy_against_compute_run_is_shown_as_such(tmp_path):
+    # the run writes full_data.json (its request) at the start and its report at the end
+    (tmp_path / "full_data").mkdir()
+    (tmp_path / "full_data" / "full_data.json").write_text(json.dumps(
+        {"experiment": "full_data", "data": "cifar10", "records": [], "checksum": "x"}))
+    results_page.write_page(tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert "Not finished: 0 (method, n) record(s) so far" in text
+    assert "full_data/full_data.png" not in text   # no plot claimed before there is one

@@ -114,12 +114,12 @@ def describe(method: str, params: dict, grid: dict | None = None) -> str:
     value, which selection replaces."""
     searched = set(grid or ())
 
-    def value(key: str, fixed: str) -> str:
-        return f"{key.replace('_', ' ')} selected" if key in searched else fixed
+    def value(key: str, fixed: str, name: str | None = None) -> str:
+        return f"{name or key} selected" if key in searched else fixed
 
     if method == "kernel":
-        bias = value("zca_bias", f"bias {params['zca_bias']:g}")
-        flips = value("flip", "flip-symmetrized" if params["flip"] else "")
+        bias = value("zca_bias", f"bias {params['zca_bias']:g}", "bias")
+        flips = value("flip", "flip-symmetrized" if params["flip"] else "", "flips")
         return (f"{params['arch']} kernel, ZCA ({bias}), {flips + ', ' if flips else ''}"
                 "kernel ridge (alpha by LOO)")
     if method == "scattering":
