@@ -1,5 +1,6 @@
 """The experiments (small-data, full-data, generalization), their reports, and the `quickstart`,
 `fit`, `predict` and `bench` subcommands, at tiny sizes on scikit-learn's digits."""
+import dataclasses
 import json
 import math
 
@@ -216,6 +217,19 @@ def test_full_data_measures_cost_and_projects_it(tmp_path, digits):
     text = (tmp_path / "full_data.md").read_text()
     assert "Projection to 50,000 training" in text and "hold-out 0.25" in text
     assert (tmp_path / "full_data.png").read_bytes()[:8] == PNG
+    # a later run of one method at another size adds to the file; the report describes it all
+    payload = full_data.run((train_x, train_y), (test_x, test_y),
+                            dataclasses.replace(config, sizes=(60,), methods=("scattering",)),
+                            tmp_path, progress=False)
+    assert len(payload["records"]) == 5 and len(payload["sessions"]) == 2
+    text = (tmp_path / "full_data.md").read_text()
+    assert "training sets of 20, 40, 60 images" in text
+    assert "| istc | sparse scattering (ISTC)" in text and "| scattering | scattering" in text
+    assert text.rstrip().endswith("GiB.") and "Machine: " in text   # one machine ran both
+    payload["sessions"][0] = {**payload["sessions"][0], "cpu_vector_extensions": ["avx2"]}
+    payload["sessions"][1] = {**payload["sessions"][1], "cpu_vector_extensions": ["avx512f"]}
+    full_data.write_outputs(payload, tmp_path)
+    assert "Machines (seconds compare only within one): " in (tmp_path / "full_data.md").read_text()
     with pytest.raises(ValueError, match="multiples of the number of classes"):
         full_data.run((train_x, train_y), (test_x, test_y),
                       full_data.FullDataConfig(sizes=(15,), methods=("istc",), params=params),

@@ -197,6 +197,18 @@ def projections(payload: dict) -> dict:
             for m, records in by_method.items()}
 
 
+def _machines(payload: dict) -> str:
+    """'Machine: ...' of the sessions whose records the file holds, or, where they ran on
+    machines that differ, each of them (seconds compare only within one machine)."""
+    sessions = payload.get("sessions", [])
+    lines = sorted({machine_line(sessions[r["session"]]) for r in payload["records"]
+                    if r.get("session") is not None and r["session"] < len(sessions)}
+                   or {machine_line(payload["machine"])})
+    if len(lines) == 1:
+        return f"Machine: {lines[0]}."
+    return f"Machines (seconds compare only within one): {'; '.join(lines)}."
+
+
 def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     """Markdown tables, the accuracy-vs-compute plot and the projection of a full-data store or
     payload (and the JSON, rewritten with ``summary`` and ``projection``)."""
@@ -211,9 +223,13 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             for r in sorted(payload["records"], key=lambda r: (r["method"], r["n"]))]
     projected = [[m, ", ".join(map(str, p["from_n"])), format_seconds(p["seconds"]), p["assumption"]]
                  for m, p in payload["projection"].items()]
+    # runs of other methods or sizes add to the file: describe what its records hold
+    sizes = sorted({r["n"] for r in payload["records"]}) or list(config["sizes"])
+    methods = {m: describe(m, config["params"][m], config["grids"].get(m))
+               for m in dict.fromkeys(r["method"] for r in payload["records"])}
     title = f"Accuracy against compute: {data_label(payload)}"
     text = (f"# {title}\n\n"
-            f"Each method at class-balanced training sets of {', '.join(map(str, config['sizes']))} "
+            f"Each method at class-balanced training sets of {', '.join(map(str, sizes))} "
             f"images (one trial each, seed {config['seed']}), tested on {payload['test_size']} test "
             "images; hyperparameters selected on the training images only; seconds measured on this "
             "machine.\n\n"
@@ -227,12 +243,12 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + markdown_table(["method", "from n", "projected", "assumption"], projected)
             + "\n" + markdown_table(["method", "configuration (reduced budget; the selected values "
                                               "replace these: see the selection table)"],
-                                    [[m, d] for m, d in payload["methods"].items()])
-            + f"\nMachine: {machine_line(payload['machine'])}.\n")
+                                    [[m, d] for m, d in methods.items()])
+            + f"\n{_machines(payload)}\n")
     (out / f"{NAME}.md").write_text(text)
     if payload["records"]:
         plot_accuracy_vs_cost(payload["summary"], out / f"{NAME}.png",
                               chance=1 / payload["num_classes"],
                               title=f"{title}; test {payload['test_size']}, sizes "
-                                    f"{', '.join(map(str, config['sizes']))}")
+                                    f"{', '.join(map(str, sizes))}")
     return payload
