@@ -79,6 +79,19 @@ def machine_line(machine: dict) -> str:
             f"{machine.get('cpu_count', '?')} cores, {machine.get('memory_gib', '?')} GiB")
 
 
+def machines_line(payload: dict) -> str:
+    """'Machine: ...' (:func:`machine_line`) of the sessions whose records a results payload
+    holds (each record's ``session`` index into ``sessions``), or, where they ran on machines
+    that differ, each of them: seconds compare only within one machine."""
+    sessions = payload.get("sessions", [])
+    lines = sorted({machine_line(sessions[r["session"]]) for r in payload.get("records", [])
+                    if isinstance(r.get("session"), int) and r["session"] < len(sessions)}
+                   or {machine_line(payload.get("machine", {}))})
+    if len(lines) == 1:
+        return f"Machine: {lines[0]}."
+    return f"Machines (seconds compare only within one): {'; '.join(lines)}."
+
+
 def data_label(payload: dict) -> str:
     """The data a run used, as its results file says; a bare folder path (files written before runs
     described their data) shortened to its last part, so that no report names a folder of the

@@ -16,7 +16,8 @@ import sys
 from ..kernels.layout import BlockLayout
 from .experiments.small_data import method_descriptions
 from .experiments.shifts import corruption_scope
-from .report import data_label, machine_line, markdown_table, percent, selection_table, summarize, write_json
+from .report import (data_label, machine_line, machines_line, markdown_table, percent, selection_table,
+                     summarize, write_json)
 
 #: the kernel paper's small-data target of ask 1: at these n the kernel's network may trail
 #: ResNet-9 x1/8 by at most its own standard deviation
@@ -120,7 +121,7 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
             + "\n### Selection (training data only)\n\n" + selection_table(payload["records"])
             + "\n### Budgets\n\n" + markdown_table(["method", "configuration"], [
                 [m, line] for m, line in method_descriptions(payload).items()])
-            + f"\nMachine: {_machine(payload)}. Plots: `{folder}/small_data.png` (accuracy "
+            + f"\n{machines_line(payload)} Plots: `{folder}/small_data.png` (accuracy "
             f"against n), `{folder}/small_data_cost.png` (accuracy against cost seconds).\n")
     return text, {"summary": summary, "network_target": target, "config": config,
                   "requested": [{"method": m, "n": n, "trials": t} for (m, n), t in wanted.items()],
@@ -254,7 +255,7 @@ def _shifts_section(payload: dict) -> tuple[str, dict]:
                                "member's", verdicts, len(methods), "groups") + "\n")
     lines.append(_verdict_line("Per shift (each corruption on its own, its severities together)",
                                shift_verdicts, len(methods), "shifts")
-                 + f"\n\nMachine: {_machine(payload)}. "
+                 + f"\n\n{machines_line(payload)} "
                  f"Full report and plots: `{payload['_path'].parent.name}/shifts.md`.\n")
     return "\n".join(lines), {"verdicts": verdicts, "shift_verdicts": shift_verdicts,
                               "corruption": corruption,

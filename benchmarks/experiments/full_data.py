@@ -35,7 +35,7 @@ from ...kernels._shared.defaults import (FULL_DATA_METHODS, FULL_DATA_SIZES,
                                          SELECTION_HOLDOUT_FRACTION)
 from ...kernels._shared.digest import sha256
 from ..datasets import balanced_subset
-from ..report import (data_label, format_seconds, machine_line, markdown_table, plot_accuracy_vs_cost,
+from ..report import (data_label, format_seconds, machines_line, markdown_table, plot_accuracy_vs_cost,
                       selection_table, summarize)
 from .gram_cache import pool_test_pairs, selection_pairs
 from .methods import SGD_METHODS, all_params, describe, network_epochs
@@ -197,18 +197,6 @@ def projections(payload: dict) -> dict:
             for m, records in by_method.items()}
 
 
-def _machines(payload: dict) -> str:
-    """'Machine: ...' of the sessions whose records the file holds, or, where they ran on
-    machines that differ, each of them (seconds compare only within one machine)."""
-    sessions = payload.get("sessions", [])
-    lines = sorted({machine_line(sessions[r["session"]]) for r in payload["records"]
-                    if r.get("session") is not None and r["session"] < len(sessions)}
-                   or {machine_line(payload["machine"])})
-    if len(lines) == 1:
-        return f"Machine: {lines[0]}."
-    return f"Machines (seconds compare only within one): {'; '.join(lines)}."
-
-
 def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     """Markdown tables, the accuracy-vs-compute plot and the projection of a full-data store or
     payload (and the JSON, rewritten with ``summary`` and ``projection``)."""
@@ -244,7 +232,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + "\n" + markdown_table(["method", "configuration (reduced budget; the selected values "
                                               "replace these: see the selection table)"],
                                     [[m, d] for m, d in methods.items()])
-            + f"\n{_machines(payload)}\n")
+            + f"\n{machines_line(payload)}\n")
     (out / f"{NAME}.md").write_text(text)
     if payload["records"]:
         plot_accuracy_vs_cost(payload["summary"], out / f"{NAME}.png",

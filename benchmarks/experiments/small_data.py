@@ -66,7 +66,7 @@ from ...kernels._shared.digest import sha256
 from ...scattering import scatter
 from ...scattering.ridge import feature_standardization, rbf_kernel, scattering_rows
 from ..datasets import balanced_subset
-from ..report import (accuracy_table, data_label, machine_line, markdown_table, plot_accuracy_vs_cost,
+from ..report import (accuracy_table, data_label, machines_line, markdown_table, plot_accuracy_vs_cost,
                       plot_accuracy_vs_n, selection_table, summarize)
 from .gram_cache import gram_block, pool_test_pairs, selection_pairs, stores_cost
 from .methods import METHODS, all_params, describe, kernel_spec
@@ -393,7 +393,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             + "\n## Hyperparameter selection (training data only)\n\n"
             + selection_table(payload["records"]) + "\n" + methods + cost +
             "\n" + "\n".join(f"- {note}" for note in payload["notes"]) + "\n"
-            f"\nMachine: {machine_line(payload['machine'])}.\n")
+            f"\n{machines_line(payload)}\n")
     (out / f"{NAME}.md").write_text(text)
     budget = f"{title}; pool {config['pool_size']}, test {config['test_size']}"
     chance = 1 / payload.get("num_classes", 10)
