@@ -420,3 +420,37 @@ def test_quickstart_stdout_is_only_the_table(tmp_path, monkeypatch, capfd):
     lines = [line for line in capfd.readouterr().out.splitlines() if line.strip()]
     assert lines[0].startswith("# Quickstart")
     assert all(line.startswith("|") for line in lines[1:]), lines
+
+
+def test_refused_run_leaves_no_empty_out_folder(tmp_path, capsys):
+    """bench cifar10 makes --out before reading its data; refused there, it removes the folders it
+    made (a/b) and nothing above them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "a" / "b"
+    assert _exit_status(["bench", "cifar10", "--data", str(data), "--out", str(out)]) == 2
+    assert "missing train.npz" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_refused_run_keeps_a_folder_that_existed_or_holds_files(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert _exit_status(["bench", "cifar10", "--data", str(data), "--out", str(existing)]) == 2
+    assert existing.is_dir()
+    from tangentless.benchmarks.cli import _remove_empty
+    kept = tmp_path / "made" / "inner"
+    kept.mkdir(parents=True)
+    (kept / "partial.json").write_text("{}")
+    _remove_empty([kept, kept.parent])
+    assert (kept / "partial.json").is_file()
+
+
+def _exit_status(argv: list[str]) -> int:
+    """main's status, or the status of the SystemExit a parser error raises."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code

@@ -8,6 +8,7 @@ Each command sets ``run`` (its handler) and, where it reports errors through its
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 from . import bench, gram, models, shifts
@@ -64,9 +65,32 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.error("choose a command: gram, quickstart, fit, predict, bench or shifts")
+    absent = _absent_folders(getattr(args, "out", None))
+    status = 2
     try:
-        return args.run(args)
+        status = args.run(args)
+        return status
     except USER_ERRORS as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{getattr(args, 'parser', parser).prog}: error: {message}", file=sys.stderr)
         return 2
+    finally:   # also on a parser error or an interruption: a refused run leaves no empty --out
+        if status != 0:
+            _remove_empty(absent)
+
+
+def _absent_folders(out) -> list[pathlib.Path]:
+    """``out`` and those of its parents that do not exist yet, innermost first ([] where ``out``
+    is not a path or already exists): what a command may create and a failed one removes."""
+    if not isinstance(out, pathlib.Path):
+        return []
+    return [p for p in (out, *out.parents) if not p.exists()]
+
+
+def _remove_empty(folders: list[pathlib.Path]) -> None:
+    """Remove each of ``folders`` (innermost first) that is now an empty folder; a folder holding
+    anything, results of an interrupted run included, is kept, and so are those above it."""
+    for folder in folders:
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
