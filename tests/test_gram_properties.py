@@ -29,7 +29,9 @@ def test_symmetric_psd_and_consistent_with_cross(images, myrtle5):
     np.testing.assert_array_equal(k, k.T)
     eigenvalues = np.linalg.eigvalsh(k)
     assert eigenvalues.min() > -1e-6 * eigenvalues.max()
-    np.testing.assert_allclose(np.diag(k), 1.0, rtol=1e-12)  # the project head normalizes
+    # the head normalizes: 1 up to the float32 layers before the cast (1 - 5.7e-9 measured on an
+    # Intel Xeon with AVX-512 and AMX, exactly 1 on AMD EPYC hosts)
+    np.testing.assert_allclose(np.diag(k), 1.0, rtol=1e-7)
     cross = myrtle5.gram(images[:9], images[4:], block_size=5, progress=False)
     np.testing.assert_allclose(cross, k[:9, 4:], rtol=1e-6, atol=1e-7)
 
