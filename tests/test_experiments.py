@@ -168,6 +168,29 @@ def test_small_data_runs_resumes_and_reports(tmp_path, digits, monkeypatch):
                        progress=False)
 
 
+def test_a_pool_of_every_training_image_keeps_the_class_counts(tmp_path, digits):
+    """A pool size equal to the number of training images is all of them, not class-balanced (the
+    exact CIFAR-10 subset's n = 4,000): n = that size trains on every image, checked against the
+    kernel recomputed on them, and the report says the pool is not class-balanced."""
+    train_x, train_y, test_x, test_y = digits
+    balanced = balanced_subset(train_y, 40, seed=0)
+    extra = np.flatnonzero(train_y == 0)[~np.isin(np.flatnonzero(train_y == 0), balanced)][:10]
+    images, labels = train_x[np.r_[balanced, extra]], train_y[np.r_[balanced, extra]]
+    assert np.bincount(labels).tolist() == [14] + [4] * 9
+    config = _small_config(sizes=(10, 50), trials=1, methods=("kernel",), pool_size=50)
+    payload = small_data.run(images, labels, test_x, test_y, config, tmp_path, progress=False)
+    assert payload["pool_index"] == list(range(50)) and payload["pool_class_counts"] == [14] + [4] * 9
+    zca = ZCAWhitening(bias=1e-2).fit(images)
+    a, b = zca.transform(images), zca.transform(test_x)
+    ridge = KernelRidgeClassifier(alphas=tuple(config.params["kernel"]["alphas"]))
+    ridge.fit(myrtle(5).gram(a, progress=False), labels)
+    expected = np.mean(ridge.predict(myrtle(5).gram(b, a, progress=False)) == test_y)
+    record = {r["n"]: r for r in payload["records"]}
+    assert record[50]["accuracy"] == pytest.approx(expected)
+    assert "pool of all 50 training images given, not class-balanced (4-14 per class)" in (
+        tmp_path / "small_data.md").read_text()
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"sizes": (15,)}, "multiples of the number of classes"),
     ({"trials": (2, 2, 2)}, "one per size"),

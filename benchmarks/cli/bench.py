@@ -196,7 +196,9 @@ def add_command(subparsers) -> None:
     s.add_argument("--trials", type=positive_ints, default=(SMALL_DATA_TRIALS,),
                    help=f"trials per size: one number, or one per size (default {SMALL_DATA_TRIALS})")
     s.add_argument("--pool-size", type=int,
-                   help="training images in the pool the trials draw from (default: the largest size)")
+                   help="training images in the pool the trials draw from, class-balanced, or all of "
+                        "them with their class counts where it is their number (e.g. 4000 on the "
+                        "exact CIFAR-10 subset; default: the largest size)")
     s.add_argument("--test-size", type=int,
                    help="class-balanced subset of the test set (default: all test images)")
     _common_arguments(s, pathlib.Path("results-small-data"), ",".join(METHODS))

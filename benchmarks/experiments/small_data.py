@@ -9,7 +9,10 @@ Design (the kernel is the cost):
   drawn once; trial t at size n trains on ``balanced_subset(pool_labels, n, seed=s_t)`` of the
   pool (the subsets of one trial are nested in n). Where n equals the pool size, every trial
   trains on the whole pool: the kernel and scattering trials then coincide, and only the networks'
-  random initialization and augmentation differ between them.
+  random initialization and augmentation differ between them. A pool size equal to the number of
+  training images given is all of them, with their class counts as they are (:func:`draw`; the
+  exact CIFAR-10 subset's 4,000 images hold 366-422 per class, so its largest class-balanced
+  pool is 3,660): n = 4,000 trains on every exact training image.
 - Kernel: for each point (ZCA bias, flip) of its grid, the pool block K[pool, pool] is computed
   once (resumable Zarr stores in the output folder, ``gram-<checksum of the whitened images and
   kernel parameters>/pool.zarr``) and shared by every trial, which selects the point and alpha
@@ -127,6 +130,23 @@ class SmallDataConfig:
 def trial_seed(seed: int, trial: int) -> int:
     """The seed of trial ``trial``: the same for every n, so one trial's subsets are nested."""
     return int(np.random.SeedSequence([seed, trial]).generate_state(1)[0])
+
+
+def draw(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
+    """Sorted indices int64 (n,): every position where n is the number of labels (the class
+    counts as they are), else ``balanced_subset(labels, n, seed=seed)``."""
+    if n == len(labels):
+        return np.arange(n, dtype=np.int64)
+    return balanced_subset(labels, n, seed=seed)
+
+
+def _pool_phrase(pool_size: int, class_counts: list[int] | None) -> str:
+    """How the pool was drawn; class_counts None (files written before they were recorded): a
+    class-balanced pool."""
+    if not class_counts or min(class_counts) == max(class_counts):
+        return f"class-balanced pool of {pool_size} training images"
+    return (f"pool of all {pool_size} training images given, not class-balanced "
+            f"({min(class_counts)}-{max(class_counts)} per class)")
 
 
 def _point_key(point: dict) -> tuple:
@@ -260,7 +280,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     config.check(num_classes)
     pool_size = config.pool_size or max(config.sizes)
-    pool_index = balanced_subset(train_labels, pool_size, seed=config.seed)
+    pool_index = draw(train_labels, pool_size, seed=config.seed)
     test_index = (np.arange(len(test_labels)) if config.test_size is None
                   else balanced_subset(test_labels, config.test_size, seed=config.seed))
     pool, pool_labels = train_images[pool_index], train_labels[pool_index]
@@ -269,12 +289,14 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     grids = {m: config.grids.get(m, {}) for m in config.methods}
     resolved = {"pool_size": pool_size, "test_size": len(test_index), "seed": config.seed,
                 "params": params}
+    class_counts = np.bincount(pool_labels, minlength=num_classes).tolist()
     header = {
         "experiment": NAME, "data": data, "config": {**dataclasses.asdict(config), **resolved},
         "num_classes": num_classes, "methods": {m: describe(m, params[m], grids.get(m)) for m in METHODS},
         "pool_index": pool_index.tolist(), "test_index": test_index.tolist(),
+        "pool_class_counts": class_counts,
         "notes": [
-            f"class-balanced pool of {pool_size} training images; trials draw nested class-balanced "
+            f"{_pool_phrase(pool_size, class_counts)}; trials draw nested class-balanced "
             "subsets from it; where n equals the pool size all trials use the whole pool",
             "selection on each trial's training images only: kernel and scattering + ridge by exact "
             "leave-one-out over their grid x alphas, the networks and ISTC on a stratified hold-out "
@@ -309,7 +331,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     matrices = _SharedMatrices(pool, test, train_images, params, out, progress)
     for method, n, trial in tqdm(jobs, desc="small-data trials", disable=not progress):
         seed = trial_seed(config.seed, trial)
-        subset = balanced_subset(pool_labels, n, seed=seed)
+        subset = draw(pool_labels, n, seed=seed)
         if method in ("kernel", "scattering"):
             result = _ridge_trial(matrices, method, params[method], grids[method], subset,
                                   pool_labels, test_y)
@@ -385,8 +407,9 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             f"{name}: {info['pairs']:,} pairs, {info['evaluations']:,} evaluations in "
             f"{info['seconds']:.0f} s" for name, info in matrices.items()) + ".\n")
     title = f"Small-data regime: {data_label(payload)}"
+    pool = _pool_phrase(config["pool_size"], payload.get("pool_class_counts"))
     text = (f"# {title}\n\n"
-            f"Class-balanced training sets drawn from a pool of {config['pool_size']} images, "
+            f"Class-balanced training sets drawn from a {pool} (at n = the pool size, the whole pool), "
             f"fixed test set of {config['test_size']} images; test accuracy in percent, mean ± "
             "sample standard deviation over trials (number of trials in parentheses), and "
             "cost seconds per trial (fit + predict, see the notes).\n\n" + accuracy_table(summary)
