@@ -14,7 +14,7 @@ import pathlib
 import sys
 
 from ..kernels.layout import BlockLayout
-from .experiments.small_data import method_descriptions
+from .experiments.small_data import method_descriptions, pool_phrase
 from .experiments.shifts import corruption_scope
 from .report import (data_label, machine_line, machines_line, markdown_table, percent, selection_table,
                      summarize, write_json)
@@ -107,9 +107,9 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
           "n/a" if t["met"] is None else ("yes" if t["met"] else "no")] for t in target])
     folder = payload["_path"].parent.name
     text = (f"## Small-data protocol ({data_label(payload)}, `{folder}/`)\n\n"
-            f"Pool of {config['pool_size']} class-balanced training images (seed {config['seed']}), "
-            f"fixed test set of {config['test_size']} images; trials draw nested class-balanced "
-            "subsets of the pool (at n = pool size every trial uses the whole pool and only the "
+            f"A {pool_phrase(config['pool_size'], payload.get('pool_class_counts'))} (seed "
+            f"{config['seed']}), fixed test set of {config['test_size']} images; trials draw nested "
+            "class-balanced subsets of the pool (at n = pool size every trial uses the whole pool and only the "
             "networks' initialization and augmentation differ). Test accuracy %, mean ± sample "
             "std (trials). A cell with fewer trials than the others is a run still in progress.\n\n"
             + table + (("\n### The kernel's network against ResNet-9 x1/8 (target: gap <= the "
@@ -264,17 +264,19 @@ def _shifts_section(payload: dict) -> tuple[str, dict]:
 
 SECTIONS = [("quickstart", "quickstart/quickstart.json", _quickstart_section),
             ("small_data", "small_data/small_data.json", _small_data_section),
-            ("small_data_kernel", "small_data_kernel/small_data.json", _small_data_section),
             ("architectures", "architectures/architectures.json", _architectures_section),
             ("full_data", "full_data/full_data.json", _full_data_section),
             ("shifts", "shifts/shifts.json", _shifts_section)]
 
 
 def _sections(results: pathlib.Path) -> list[tuple]:
-    """:data:`SECTIONS`, then one distribution-shift section per further ``shifts_*`` folder (runs
-    of a costly method that reuse the main run's family, e.g. the kernel's)."""
-    extra = [(path.parent.name, f"{path.parent.name}/shifts.json", _shifts_section)
-             for path in sorted(results.glob("shifts_*/shifts.json"))]
+    """:data:`SECTIONS`, then one section per further ``small_data_*`` folder (the protocol with
+    another pool, e.g. the kernel's own or all training images) and per further ``shifts_*``
+    folder (runs of a costly method that reuse the main run's family, e.g. the kernel's)."""
+    extra = [(path.parent.name, f"{path.parent.name}/{path.name}", section)
+             for pattern, section in (("small_data_*/small_data.json", _small_data_section),
+                                      ("shifts_*/shifts.json", _shifts_section))
+             for path in sorted(results.glob(pattern))]
     return SECTIONS + extra
 
 

@@ -33,8 +33,12 @@ def test_page_summarizes_the_files_there_and_names_the_missing(tmp_path):
                                         pool_size=40, params=params, grids={"scattering": {}})
     small_data.run(images[:400], labels[:400], images[1000:1100], labels[1000:1100], config,
                    tmp_path / "small_data", data="digits", progress=False)
+    # the protocol on another pool, in its own small_data_* folder, gets its own section
+    (tmp_path / "small_data_other").mkdir()
+    (tmp_path / "small_data_other" / "small_data.json").write_text(
+        (tmp_path / "small_data" / "small_data.json").read_text())
     parts = results_page.write_page(tmp_path)
-    assert set(parts) == {"small_data"}
+    assert set(parts) == {"small_data", "small_data_other"}
     text = (tmp_path / "results.md").read_text()
     assert "No results file (architectures/architectures.json) yet" in text
     assert "No results file (quickstart/quickstart.json) yet" in text

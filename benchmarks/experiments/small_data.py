@@ -140,7 +140,7 @@ def draw(labels: np.ndarray, n: int, *, seed: int) -> np.ndarray:
     return balanced_subset(labels, n, seed=seed)
 
 
-def _pool_phrase(pool_size: int, class_counts: list[int] | None) -> str:
+def pool_phrase(pool_size: int, class_counts: list[int] | None) -> str:
     """How the pool was drawn; class_counts None (files written before they were recorded): a
     class-balanced pool."""
     if not class_counts or min(class_counts) == max(class_counts):
@@ -296,7 +296,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
         "pool_index": pool_index.tolist(), "test_index": test_index.tolist(),
         "pool_class_counts": class_counts,
         "notes": [
-            f"{_pool_phrase(pool_size, class_counts)}; trials draw nested class-balanced "
+            f"{pool_phrase(pool_size, class_counts)}; trials draw nested class-balanced "
             "subsets from it; where n equals the pool size all trials use the whole pool",
             "selection on each trial's training images only: kernel and scattering + ridge by exact "
             "leave-one-out over their grid x alphas, the networks and ISTC on a stratified hold-out "
@@ -407,7 +407,7 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
             f"{name}: {info['pairs']:,} pairs, {info['evaluations']:,} evaluations in "
             f"{info['seconds']:.0f} s" for name, info in matrices.items()) + ".\n")
     title = f"Small-data regime: {data_label(payload)}"
-    pool = _pool_phrase(config["pool_size"], payload.get("pool_class_counts"))
+    pool = pool_phrase(config["pool_size"], payload.get("pool_class_counts"))
     text = (f"# {title}\n\n"
             f"Class-balanced training sets drawn from a {pool} (at n = the pool size, the whole pool), "
             f"fixed test set of {config['test_size']} images; test accuracy in percent, mean ± "
