@@ -14,7 +14,7 @@ import pathlib
 import sys
 
 from ..kernels.layout import BlockLayout
-from .experiments.small_data import method_descriptions, pool_phrase
+from .experiments.small_data import RIDGE_METHODS, method_descriptions, pool_phrase
 from .experiments.shifts import corruption_scope
 from .report import (data_label, machine_line, machines_line, markdown_table, percent, selection_table,
                      summarize, write_json)
@@ -50,16 +50,26 @@ def network_target(summary: list[dict], min_n: int = NETWORK_TARGET_MIN_N) -> li
 
 def requested_trials(payload: dict) -> dict[tuple[str, int], int]:
     """{(method, n): trials} that the runs into a small-data file asked for (the most any
-    session's request named; sessions without a request yet are skipped)."""
+    session's request named; sessions without a request yet are skipped), at most one for a
+    ridge method at n = the pool size, where its trials coincide."""
     wanted: dict[tuple[str, int], int] = {}
+    pool_size = payload.get("config", {}).get("pool_size")
     for session in payload.get("sessions", []):
         request = session.get("request")
         if not request:
             continue
         for n, trials in zip(request["sizes"], request["trials"]):
             for method in request["methods"]:
-                wanted[method, n] = max(wanted.get((method, n), 0), trials)
+                asked = min(trials, 1) if method in RIDGE_METHODS and n == pool_size else trials
+                wanted[method, n] = max(wanted.get((method, n), 0), asked)
     return wanted
+
+
+def _last_asked(payload: dict) -> dict[tuple[str, int], str]:
+    """{(method, n): the date (YYYY-MM-DD) of the last session whose request named it}."""
+    return {(method, n): session.get("date", "")[:10]
+            for session in payload.get("sessions", []) if session.get("request")
+            for n in session["request"]["sizes"] for method in session["request"]["methods"]}
 
 
 def store_progress(folder: pathlib.Path) -> list[dict]:
@@ -77,11 +87,14 @@ def store_progress(folder: pathlib.Path) -> list[dict]:
     return rows
 
 
-def _cell(row: dict | None, wanted: int | None) -> str:
+def _cell(row: dict | None, wanted: int | None, asked: str = "") -> str:
+    """A table cell: mean ± std (trials), and where fewer trials than a request asked for, that
+    request (its date where known: a run in progress or stopped)."""
+    when = f" {asked}" if asked else ""
     if row is None:
-        return f"asked: 0 of {wanted} trials done" if wanted else "not run yet"
+        return f"asked{when}: 0 of {wanted} trials done" if wanted else "not run yet"
     text = f"{percent(row['mean'], row['std'])} ({row['trials']})"
-    return text if not wanted or row["trials"] >= wanted else f"{text}, {wanted} asked"
+    return text if not wanted or row["trials"] >= wanted else f"{text}, {wanted} asked{when}"
 
 
 def _small_data_section(payload: dict) -> tuple[str, dict]:
@@ -91,8 +104,10 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
     sizes = sorted({r["n"] for r in summary} | {n for _, n in wanted})
     methods = list(dict.fromkeys([r["method"] for r in summary] + [m for m, _ in wanted]))
     cells = {(r["method"], r["n"]): r for r in summary}
+    asked = _last_asked(payload)
     table = markdown_table(["n"] + methods, [
-        [n] + [_cell(cells.get((m, n)), wanted.get((m, n))) for m in methods] for n in sizes])
+        [n] + [_cell(cells.get((m, n)), wanted.get((m, n)), asked.get((m, n), "")) for m in methods]
+        for n in sizes])
     stores = store_progress(payload["_path"].parent)
     store_table = markdown_table(["store", "shape", "flip", "ZCA bias", "blocks done"], [
         [r["store"].split("/", 1)[1], f"{r['shape'][0]} x {r['shape'][1]}", r["flip"], r["zca"],
@@ -111,7 +126,8 @@ def _small_data_section(payload: dict) -> tuple[str, dict]:
             f"{config['seed']}), fixed test set of {config['test_size']} images; trials draw nested "
             "class-balanced subsets of the pool (at n = pool size every trial uses the whole pool and only the "
             "networks' initialization and augmentation differ). Test accuracy %, mean ± sample "
-            "std (trials). A cell with fewer trials than the others is a run still in progress.\n\n"
+            "std (trials). A cell with fewer trials than asked names the date of the request: a "
+            "run in progress, or one stopped before it finished (it resumes).\n\n"
             + table + (("\n### The kernel's network against ResNet-9 x1/8 (target: gap <= the "
                         f"network's std at n >= {NETWORK_TARGET_MIN_N})\n\n"
                         + (target_table if target else "No n >= 80 with both networks yet.\n"))

@@ -66,9 +66,15 @@ def test_page_lists_requested_trials_and_store_progress(tmp_path):
     assert sorted(s["store"].split("/")[1] for s in stores) == ["pool.zarr", "test.zarr"]
     assert all(s["blocks_done"] == s["blocks"] > 0 for s in stores)
     # a request not started yet (only the session's request on file): asked for, shown as running
-    payload["sessions"].append({"request": {"sizes": [10], "methods": ["kernel"], "trials": [3]}})
-    assert results_page.requested_trials(payload)[("kernel", 10)] == 3
+    payload["sessions"].append({"date": "2026-12-02T04:01:55+00:00",
+                                "request": {"sizes": [10, 20], "methods": ["kernel", "cnn"],
+                                            "trials": [3, 3]}})
+    wanted = results_page.requested_trials(payload)
+    # at n = the pool size (20) the kernel's trials coincide: one is all a request can ask of it
+    assert wanted[("kernel", 10)] == 3 and wanted[("kernel", 20)] == 1 and wanted[("cnn", 20)] == 3
     assert results_page._cell(None, 3) == "asked: 0 of 3 trials done"
+    asked = results_page._last_asked(payload)[("kernel", 10)]
+    assert results_page._cell(None, 3, asked) == "asked 2026-12-02: 0 of 3 trials done"
 
 
 def test_shift_section_names_the_methods_beyond_their_interval(tmp_path):

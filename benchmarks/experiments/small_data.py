@@ -77,6 +77,9 @@ from .selection import check_grid, default_grids, ridge_selection, select_and_fi
 from .store import ResultStore, write_results
 
 NAME = "small_data"
+#: the methods fitted by ridge on shared matrices: deterministic, so at n = the pool size their
+#: trials coincide
+RIDGE_METHODS = ("kernel", "scattering")
 
 
 @dataclasses.dataclass
@@ -332,7 +335,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
     for method, n, trial in tqdm(jobs, desc="small-data trials", disable=not progress):
         seed = trial_seed(config.seed, trial)
         subset = draw(pool_labels, n, seed=seed)
-        if method in ("kernel", "scattering"):
+        if method in RIDGE_METHODS:
             result = _ridge_trial(matrices, method, params[method], grids[method], subset,
                                   pool_labels, test_y)
             store.update(**{f"{method}_matrices": matrices.info[method]})
