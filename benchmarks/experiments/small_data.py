@@ -412,8 +412,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     title = f"Small-data regime: {data_label(payload)}"
     pool = pool_phrase(config["pool_size"], payload.get("pool_class_counts"))
     text = (f"# {title}\n\n"
-            f"Class-balanced training sets drawn from a {pool} (at n = the pool size, the whole pool), "
-            f"fixed test set of {config['test_size']} images; test accuracy in percent, mean ± "
+            f"Training sets: class-balanced subsets of a {pool}; at n = the pool size, the whole "
+            f"pool. A fixed test set of {config['test_size']} images; test accuracy in percent, mean ± "
             "sample standard deviation over trials (number of trials in parentheses), and "
             "cost seconds per trial (fit + predict, see the notes).\n\n" + accuracy_table(summary)
             + "\n## Hyperparameter selection (training data only)\n\n"
