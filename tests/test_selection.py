@@ -238,3 +238,25 @@ def test_a_search_shows_its_progress_on_stderr_only_when_asked(digits, capsys, p
                              progress=progress)
     out, err = capsys.readouterr()
     assert not out and (("kernel selection" in err) == progress)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grid", [TINY_GRIDS["kernel"], {"zca_bias": [1e-3, 1e-1], "flip": [True]},
+                                  {"zca_bias": [1e-3], "flip": [False]}])
+def test_selection_pairs_are_the_kernel_evaluations_the_search_computed(digits, monkeypatch, grid):
+    from tangentless.benchmarks.experiments.gram_cache import selection_pairs
+    from tangentless.kernels import GramCache
+
+    caches = []
+
+    class CountingCache(GramCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            caches.append(self)
+
+    monkeypatch.setattr(selection, "GramCache", CountingCache)
+    train_x, train_y, _, _ = digits
+    params = all_params(TINY)["kernel"]
+    _, _, record, _ = selection.select_and_fit("kernel", params, grid, train_x[:30], train_y[:30])
+    assert len(caches) == 1
+    assert selection_pairs(record, 30, params["flip"]) == caches[0].evaluations

@@ -17,10 +17,14 @@ def pool_test_pairs(pool: int, test: int, flip: bool) -> int:
 
 def selection_pairs(selection: dict, n: int, flip: bool) -> int:
     """Distinct kernel evaluations of the training kernels a selection record
-    (:mod:`.selection`) scored, n (n + 1) / 2 per grid point, twice where the point (or else
-    ``flip``) has flips."""
-    points = selection["scores"] or [{}]
-    return sum(n * (n + 1) // 2 * (2 if p.get("flip", flip) else 1) for p in points)
+    (:mod:`.selection`) scored: n (n + 1) / 2 for the plain kernel of each grid point's settings
+    other than flips, plus as many for its mirror half where one of those points has flips (or
+    else ``flip``): flips on and off share the plain half (``GramCache``; the small-data stores)."""
+    halves: dict[tuple, set] = {}
+    for point in selection["scores"] or [{}]:
+        settings = tuple(sorted((k, repr(v)) for k, v in point.items() if k not in ("flip", "score")))
+        halves.setdefault(settings, {False}).add(bool(point.get("flip", flip)))
+    return n * (n + 1) // 2 * sum(len(kinds) for kinds in halves.values())
 
 
 def _seconds(run: dict) -> float:

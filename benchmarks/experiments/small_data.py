@@ -182,7 +182,9 @@ def _kernel_matrix(pool, test, whitening_images, params, out: pathlib.Path, prog
             for store, flip in halves)
     pairs = (len(test) * len(pool) if test_rows else len(pool) * (len(pool) + 1) // 2) * (
         2 if params["flip"] else 1)
-    return k, {"pairs": pairs, **stores_cost([store for store, _ in halves])}
+    stores = [store for store, _ in halves]
+    return k, {"pairs": pairs, **stores_cost(stores),
+               "stores": [str(store.relative_to(out)) for store in stores]}
 
 
 def _scattering_matrix(pool, test, params, progress: bool) -> tuple[np.ndarray, dict]:
@@ -262,11 +264,12 @@ def _kernel_costs(result: dict, params: dict, n: int, test: int, rate: float | N
     return costs
 
 
-def _rate(info: dict) -> float | None:
-    """Kernel evaluations per second over every finished store run of this session's matrices."""
-    evaluations = sum(i["evaluations"] for i in info.values())
-    seconds = sum(i["seconds"] for i in info.values())
-    return evaluations / seconds if seconds else None
+def _rate(info: dict, out: pathlib.Path) -> float | None:
+    """Kernel evaluations per second over the finished runs of this session's distinct stores
+    (a flip point's ``info`` lists the plain store it shares with its bias's no-flip point)."""
+    stores = {store for i in info.values() for store in i["stores"]}
+    cost = stores_cost([out / store for store in sorted(stores)])
+    return cost["evaluations"] / cost["seconds"] if cost["seconds"] else None
 
 
 def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
@@ -342,7 +345,7 @@ def run(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndar
             extra = 0.0
             if method == "kernel":
                 result.update(_kernel_costs(result, params[method], n, len(test_y),
-                                            _rate(matrices.info["kernel"])))
+                                            _rate(matrices.info["kernel"], out)))
                 extra = result.get("gram_seconds_estimate", 0.0)
             else:
                 info = matrices.info["scattering"]
@@ -406,7 +409,8 @@ def write_outputs(source: ResultStore | dict, out: str | pathlib.Path) -> dict:
     matrices = payload.get("kernel_matrices") or {}
     cost = "" if not matrices else (
         f"\nShared kernel matrices (pool {config['pool_size']} + test {config['test_size']}), "
-        "per grid point: " + "; ".join(
+        "per grid point (a point with flips includes the plain half it shares with its bias's "
+        "point without): " + "; ".join(
             f"{name}: {info['pairs']:,} pairs, {info['evaluations']:,} evaluations in "
             f"{info['seconds']:.0f} s" for name, info in matrices.items()) + ".\n")
     title = f"Small-data regime: {data_label(payload)}"
