@@ -191,7 +191,8 @@ def selection_table(records: list[dict]) -> str:
     """Markdown table, one row per (method, n) of records with a ``selection`` (see
     :mod:`tangentless.benchmarks.experiments.selection`): the selection method (LOO, hold-out
     fraction, or none), the grid and its size, the chosen values over the trials (count of trials
-    in parentheses where several chose one) and the mean selection seconds."""
+    in parentheses where several chose one), how many trials saw a training diverge (its values
+    then score nothing or give way, see the selection module) and the mean selection seconds."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         if "selection" in record:
@@ -203,6 +204,9 @@ def selection_table(records: list[dict]) -> str:
         first = group[0]
         how = {"loo": "exact LOO", "none": f"none ({first.get('reason', '')})"}.get(
             first["method"], f"hold-out {first.get('holdout_fraction', 0):g} per class")
+        diverged = sum(bool(s.get("diverged") or s.get("refit_diverged")) for s in group)
+        if diverged:
+            how += f"; training diverged at some values in {diverged} of {len(group)} trials"
         grid = "; ".join(f"{k}: {', '.join(_text(v) for v in vs)}"
                          for k, vs in first["grid"].items()) or "-"
         chosen = "; ".join(f"{name}: {_values([s['chosen'][name] for s in group])}"

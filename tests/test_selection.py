@@ -189,6 +189,26 @@ def test_a_diverging_grid_point_scores_none_and_the_search_goes_on(digits, monke
         selection.select_and_fit("cnn", all_params(TINY)["cnn"], grid, x, y)
 
 
+def test_without_a_hold_out_a_diverging_configured_lr_gives_way_to_the_grid_s_lower_ones(digits, monkeypatch):
+    from tangentless.kernels._shared.training import TrainingDivergedError
+
+    train_x, train_y, _, _ = digits
+    one_each = np.array([np.flatnonzero(train_y == c)[0] for c in range(10)])
+    x, y = train_x[one_each], train_y[one_each]
+    params = {**all_params(TINY)["cnn"], "lr": 0.1}
+    grid = {"lr": [0.3, 0.1, 0.03, 0.01]}
+    _diverging(monkeypatch, limit=0.05)
+    _, chosen, record, _ = selection.select_and_fit("cnn", params, grid, x, y)
+    assert record["method"] == "none" and chosen["lr"] == 0.03 == record["chosen"]["lr"]
+    assert record["diverged"] == [{"lr": 0.1}]
+    _diverging(monkeypatch, limit=1.0)       # no divergence: the configured values, nothing listed
+    _, chosen, record, _ = selection.select_and_fit("cnn", params, grid, x, y)
+    assert chosen["lr"] == 0.1 and "diverged" not in record
+    _diverging(monkeypatch, limit=0.001)
+    with pytest.raises(TrainingDivergedError, match="every lower learning rate"):
+        selection.select_and_fit("cnn", params, grid, x, y)
+
+
 def test_the_kernel_search_shares_kernel_halves_and_scores_as_separate_fits(digits, monkeypatch):
     from tangentless.benchmarks.experiments.methods import make_estimator
     from tangentless.kernels import myrtle
@@ -260,3 +280,18 @@ def test_selection_pairs_are_the_kernel_evaluations_the_search_computed(digits, 
     _, _, record, _ = selection.select_and_fit("kernel", params, grid, train_x[:30], train_y[:30])
     assert len(caches) == 1
     assert selection_pairs(record, 30, params["flip"]) == caches[0].evaluations
+
+
+def test_the_selection_table_counts_the_trials_whose_training_diverged():
+    from tangentless.benchmarks.report import selection_table
+
+    def record(**extra):
+        return {"method": "cnn", "n": 10, "selection": {
+            "method": "none", "reason": "no class has two training images", "grid": {"lr": [0.03, 0.1]},
+            "grid_size": 2, "scores": [], "chosen": {"lr": 0.03 if extra else 0.1}, "seconds": 0.0,
+            **extra}}
+
+    table = selection_table([record(), record(diverged=[{"lr": 0.1}]), record()])
+    row = next(line for line in table.splitlines() if line.startswith("| cnn"))
+    assert "diverged at some values in 1 of 3 trials" in row and "lr: 0.1 (2), 0.03" in row
+    assert "diverged" not in selection_table([record()])

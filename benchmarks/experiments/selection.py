@@ -14,7 +14,9 @@ values and what the search cost in seconds. No function here takes test data.
   one image, only from classes with two or more), each point trained on the rest and scored by
   accuracy on the held-out images; the best point is refitted on all training images. Where no
   class has two images (n = number of classes) there is nothing to hold out: the method's
-  configured values are used and the record says ``"method": "none"``.
+  configured values are used and the record says ``"method": "none"``; where their training
+  diverges (its training loss shows it: no held-out data needed), the grid's next lower learning
+  rate is used instead, and so on down (the record lists the failed values under ``"diverged"``).
   A grid point whose training diverges (:class:`~tangentless.kernels._shared.training.
   TrainingDivergedError`: its learning rate is too high for these images) scores None and is
   listed under ``"diverged"``; where the refit of the best point diverges on all images, the
@@ -163,10 +165,21 @@ def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, la
     split = holdout_split(labels, fraction, seed) if len(points) > 1 else None
     if split is None:
         reason = "a single grid point" if len(points) <= 1 else "no class has two training images"
-        model, seconds = _timed_fit(method, params, images, labels, seed, progress)
-        return model, dict(params), _record(
-            {"method": "none", "reason": reason}, grid, len(points), [], [],
-            {k: params[k] for k in grid}, 0.0), seconds
+        how: dict = {"method": "none", "reason": reason}
+        failed = []
+        for candidate in _unselected_candidates(params, grid):
+            try:
+                model, seconds = _timed_fit(method, candidate, images, labels, seed, progress)
+            except TrainingDivergedError:
+                failed.append({k: candidate[k] for k in grid})
+                continue
+            if failed:
+                how["diverged"] = failed
+            return model, candidate, _record(how, grid, len(points), [], [],
+                                             {k: candidate[k] for k in grid}, 0.0), seconds
+        raise TrainingDivergedError(f"{method}: training diverged at its configured values and at "
+                                    f"every lower learning rate of its grid {grid} ({failed}); "
+                                    "lower the learning rates")
     fit, held = split
     scores = []
     for point in tqdm(points, desc=f"{method} selection", leave=False, disable=not progress):
@@ -198,6 +211,14 @@ def select_and_fit(method: str, params: dict, grid: dict, images: np.ndarray, la
             how["refit_diverged"] = failed
         return model, chosen_params, _record(how, grid, len(points), points, scores, points[best],
                                              seconds), fit_seconds
+
+
+def _unselected_candidates(params: dict, grid: dict) -> list[dict]:
+    """Where nothing can be held out: the configured ``params``, then (for a training that
+    diverges, which its own training loss shows) the grid's lower learning rates, largest first."""
+    lower = sorted((lr for lr in grid.get("lr", []) if "lr" in params and lr < params["lr"]),
+                   reverse=True)
+    return [dict(params)] + [{**params, "lr": lr} for lr in lower]
 
 
 def _timed_fit(method, params, images, labels, seed, progress) -> tuple[object, float]:
